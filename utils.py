@@ -1,0 +1,147 @@
+"""Seeding, device choice, the run's logs (text + JSONL) and atomic checkpoints."""
+import json
+import os
+import random
+import sys
+import tempfile
+import zipfile
+import pickle
+
+import numpy as np
+import torch
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported as one line, exit code 2."""
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_state():
+    """The global RNG states, as plain data that torch.load(weights_only=True) accepts."""
+    np_state = np.random.get_state(legacy=False)
+    state = {
+        "python": random.getstate(),
+        "numpy": {"bit_generator": np_state["bit_generator"],
+                  "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]),
+                  "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    s = state["numpy"]
+    np.random.set_state({"bit_generator": s["bit_generator"],
+                         "state": {"key": s["key"].numpy().astype(np.uint32), "pos": s["pos"]},
+                         "has_gauss": s["has_gauss"], "gauss": s["gauss"]})
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def pick_device(name="auto", local_rank=0):
+    """auto: cuda, then mps, then cpu. Under torchrun each rank takes cuda:LOCAL_RANK."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for, but no CUDA device is available")
+        return torch.device("cuda", local_rank)
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"--device {name!r} is not a device torch knows: {e}") from None
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then rename the temp file over `path`: a reader (or a kill)
+    never sees a half-written file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
+def save_checkpoint(state, path):
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+CHECKPOINT_KEYS = ("model", "objective", "optimizer", "scheduler", "epoch", "args", "history")
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load a checkpoint as data (weights_only=True: never runs code from the file).
+    Raises UserError with one line for a missing, truncated, corrupt or foreign file."""
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError,
+            ValueError, KeyError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt?): {first}") from None
+    if not isinstance(state, dict) or not all(k in state for k in CHECKPOINT_KEYS):
+        raise UserError(f"{path} is not a checkpoint of this project (expected the keys "
+                        f"{', '.join(CHECKPOINT_KEYS)})")
+    return state
+
+
+class RunLog:
+    """train.log (readable) and metrics.jsonl (one JSON object per epoch) of one run."""
+
+    def __init__(self, run_dir):
+        self.text_path = os.path.join(run_dir, "train.log")
+        self.jsonl_path = os.path.join(run_dir, "metrics.jsonl")
+
+    def info(self, line, echo=True):
+        if echo:
+            print(line, flush=True)
+        with open(self.text_path, "a") as f:
+            f.write(line + "\n")
+
+    def metrics(self, record):
+        with open(self.jsonl_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def rewrite_metrics(self, history):
+        """On resume: metrics.jsonl becomes exactly the checkpoint's history, so an epoch
+        that ran after the last checkpoint (and will run again) is not listed twice."""
+        atomic_write_text(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def error_exit(message, code=2):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
