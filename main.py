@@ -67,7 +67,8 @@ def build_parser():
                    help="use at most N training and N test samples (a fixed choice)")
     g = p.add_argument_group("model")
     g.add_argument("--model", default="resnet", choices=list(MODELS),
-                   help="resnet: the reference runs' small pre-activation ResNet; lenet: LeNet++")
+                   help="resnet: the reference runs' small pre-activation ResNet; lenet: LeNet++ "
+                   "(no BatchNorm: train it with --lr 0.001)")
     g.add_argument("--feat-dim", "--feat_dim", type=int, default=2)
     g.add_argument("--sync-bn", "--sync_bn", action="store_true",
                    help="torchrun on CUDA: SyncBatchNorm across ranks")
@@ -535,7 +536,7 @@ def train(args, explicit):
         except NonFiniteError as e:
             done = history[-1]["epoch"] if history else 0
             raise NonFiniteError(f"{e}; the run stopped, its last good checkpoint is epoch {done} "
-                                 f"in {run_dir}") from None
+                                 f"in {run_dir} (a smaller --lr may help)") from None
     if ddp.main and history:
         final = history[-1]
         log.info(f"done: final val acc {final.get('val_acc')}, best {best['val_acc']} "
