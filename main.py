@@ -262,9 +262,12 @@ def check_finite(term_log, names, params, epoch, first_step, ddp):
     flags = ddp.max(flags)
     if not flags.any():
         return
-    bad = (~torch.isfinite(term_log)).nonzero()
-    if len(bad):
-        step, term = bad[0].tolist()
+    bad = ~torch.isfinite(term_log)
+    if bad.any():
+        step = bad.any(dim=1).nonzero()[0].item()
+        # name the term that went bad, rather than the total it spoils
+        culprits = [i for i in bad[step].nonzero().squeeze(1).tolist() if names[i] != "loss"]
+        term = culprits[0] if culprits else names.index("loss")
         value = term_log[step, term].item()
         raise NonFiniteError(f"loss term {names[term]!r} is {value} at epoch {epoch}, "
                              f"step {first_step + step + 1}")
