@@ -163,7 +163,8 @@ class Net(nn.Module):
         with torch.autocast(device_type, dtype=self.amp_dtype or torch.bfloat16,
                             enabled=self.amp_dtype is not None):
             features = self.model(images)
-        features = features.float()  # the objective (pairwise distances, logs) in fp32
+        if self.amp_dtype is not None:
+            features = features.float()  # the objective (pairwise distances, logs) in fp32
         return features, self.objective(features, labels)
 
 

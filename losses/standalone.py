@@ -1,6 +1,7 @@
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
+# the autograd all-gather that torch.distributed.nn.functional.all_gather now defers to
+from torch.distributed._functional_collectives import all_gather_single
 from torch import nn
 
 from .center import CenterLoss
@@ -13,7 +14,7 @@ def gather_batch(features, labels):
     of its samples, on whichever rank they live. One process: the inputs themselves."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return features, labels
-    all_features = torch.cat(dist_fn.all_gather(features), dim=0)
+    all_features = all_gather_single(features, 0, dist.group.WORLD)
     all_labels = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
     dist.all_gather(all_labels, labels)
     return all_features, torch.cat(all_labels)

@@ -1,0 +1,105 @@
+"""torchrun / DistributedDataParallel computes what one process computes: with gloo on CPU,
+2 ranks with B samples each give the loss and the updated parameters of 1 process with 2B."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from conftest import ROOT
+from losses import build_objective
+from main import Net
+from models import build_model
+
+OBJECTIVES = ["xent", "cent", "standalone"]
+B = 6  # per rank
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2 * B, 1, 28, 28, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 3, 3, 0, 1, 2, 3])  # every rank holds every class
+    return x, y
+
+
+def step(name, x, y, wrap=None):
+    """One SGD step of LeNet++ + objective (float64) from a fixed initial state: the loss
+    (averaged over ranks) and the updated parameters."""
+    torch.manual_seed(0)
+    net = Net(build_model("lenet", 2, 1, 28), build_objective(name, 4, 2, delta=0.5)).double()
+    module = wrap(net) if wrap else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    _, terms = module(x, y)
+    terms["loss"].backward()
+    optimizer.step()
+    loss = terms["loss"].detach().clone()
+    if wrap:
+        dist.all_reduce(loss)
+        loss /= dist.get_world_size()
+    return loss.item(), {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def worker(rank, world_size, init_file, out):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world_size)
+    x, y = batch()
+    mine = slice(rank * B, (rank + 1) * B)
+    results = {name: step(name, x[mine], y[mine], nn.parallel.DistributedDataParallel)
+               for name in OBJECTIVES}
+    if rank == 0:
+        torch.save(results, out)
+    dist.destroy_process_group()
+
+
+def test_two_ranks_equal_one_process(tmp_path):
+    out = str(tmp_path / "ranks.pt")
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
+    ranks = torch.load(out)
+    x, y = batch()
+    for name in OBJECTIVES:
+        loss, params = step(name, x, y)
+        assert ranks[name][0] == pytest.approx(loss, rel=1e-12), name
+        moved = 0
+        for key, value in params.items():
+            torch.testing.assert_close(ranks[name][1][key], value, rtol=1e-10, atol=1e-12)
+            moved += 1
+        assert moved == len(ranks[name][1])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_matches_one_process(tmp_path, data_dir):
+    flags = ["main.py", "--loss", "standalone", "--model", "lenet", "--lr", "0.001",
+             "--epochs", "2", "--batch-size", "64", "--data-dir", data_dir, "--no-download",
+             "--no-progress", "--no-plots"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+         *flags, "--log-dir", str(tmp_path / "ddp")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    one = subprocess.run([sys.executable, *flags, "--log-dir", str(tmp_path / "one")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert os.listdir(tmp_path / "ddp") == ["standalone-mnist-feat=2"]
+    assert ddp.stdout.count("epoch   1/2") == 1  # only rank 0 prints
+
+    def records(root):
+        with open(tmp_path / root / "standalone-mnist-feat=2" / "metrics.jsonl") as f:
+            return [json.loads(line) for line in f]
+
+    for a, b in zip(records("ddp"), records("one"), strict=True):
+        for key in ("train_loss", "train_intra", "train_inter", "train_acc", "train_nc_acc",
+                    "val_acc", "val_nc_acc"):
+            assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-6), key
