@@ -7,6 +7,7 @@ the same on every rank and after a resume, so neither changes what a run compute
 import math
 import os
 import pickle
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,7 +93,6 @@ def load_split(name, root, train, device, subset=None, download=True):
         ds = _open(cls, root, train, download)
     except Exception as e:  # offline, or files missing or damaged
         if not existed and os.path.isdir(root) and not any(files for _, _, files in os.walk(root)):
-            import shutil
             shutil.rmtree(root)  # an empty folder left by the failed download
         folder, files = _EXPECTED_FILES[name]
         raise UserError(
@@ -190,6 +190,3 @@ def eval_batches(split, batch_size=1024, rank=0, world_size=1, memory_format=tor
         idx = torch.arange(start, min(hi, start + batch_size), device=split.labels.device)
         yield to_float(split.images[idx], memory_format), split.labels[idx], idx
 
-
-def num_steps(n, batch_size):
-    return n // batch_size
