@@ -410,8 +410,8 @@ def make_run_dir(run_dir, args, fresh):
         if fresh and os.path.isdir(run_dir):
             shutil.rmtree(run_dir)
         os.makedirs(run_dir, exist_ok=True)
-        if fresh or not os.path.exists(os.path.join(run_dir, "args.json")):
-            atomic_write_text(os.path.join(run_dir, "args.json"), json.dumps(vars(args), indent=2) + "\n")
+        # on resume too: --epochs may have grown, and the pictures read the plan from here
+        atomic_write_text(os.path.join(run_dir, "args.json"), json.dumps(vars(args), indent=2) + "\n")
     except OSError as e:
         raise UserError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from None
 

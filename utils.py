@@ -9,6 +9,10 @@ import numpy as np
 import torch
 
 
+UMASK = os.umask(0)
+os.umask(UMASK)
+
+
 class UserError(Exception):
     """A problem with the user's input: reported as one line, exit code 2."""
 
@@ -74,6 +78,7 @@ def atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

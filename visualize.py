@@ -406,7 +406,8 @@ def draw_centers(records, path, args, names):
 
     mean = np.asarray(r["val_dist_to_center_mean"], dtype=np.float64)
     std = np.asarray(r.get("val_dist_to_center_std", np.zeros(n)), dtype=np.float64)
-    ax_bar.bar(range(n), mean, yerr=std, color=class_colors(n), capsize=3, edgecolor="black", lw=0.5)
+    ax_bar.bar(range(n), mean, yerr=[np.minimum(std, mean), std],  # a distance is never < 0
+               color=class_colors(n), capsize=3, edgecolor="black", lw=0.5)
     ax_bar.set_xticks(range(n), names, rotation=45, ha="right", rotation_mode="anchor")
     ax_bar.set(title="distance of each class's samples to its center (mean, std)",
                ylabel="distance to own center")

@@ -96,6 +96,8 @@ def test_resume_extends_a_finished_run(finished_run, data_dir):
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert records[:2] == metrics(run_dir)
     assert load_checkpoint(os.path.join(copy, "last.pt"))["epoch"] == 3
+    with open(os.path.join(copy, "args.json")) as f:
+        assert json.load(f)["epochs"] == 3  # the plan the pictures and the table read
 
 
 def test_sigterm_finishes_the_step_and_says_how_to_resume(tmp_path, data_dir):

@@ -66,6 +66,10 @@ def test_end_to_end(tmp_path, data_dir, loss, dataset, model):
     assert "epoch   1/2" in log and "epoch   2/2" in log and "val acc" in log
 
     # The checkpoint loads into a fresh model and objective and reproduces the final val acc.
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("last.pt", "args.json", "features/epoch_001.npz"):  # written via a temp file
+        assert os.stat(os.path.join(run_dir, name)).st_mode & 0o777 == 0o666 & ~umask
     ckpt = load_checkpoint(os.path.join(run_dir, "last.pt"))
     assert ckpt["epoch"] == 2 and ckpt["args"]["loss"] == loss
     val = datasets.load_split(dataset, data_dir, False, "cpu", download=False)
