@@ -90,8 +90,9 @@ def build_parser():
     g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps, cpu")
     g.add_argument("--amp", action="store_true", help="bf16 autocast for the model")
     g.add_argument("--compile", action="store_true", help="torch.compile the training step")
-    g.add_argument("--channels-last", "--channels_last", action="store_true",
-                   help="channels_last memory format for images and convolutions")
+    g.add_argument("--channels-last", "--channels_last", action=argparse.BooleanOptionalAction,
+                   default=None, help="channels_last memory format for images and convolutions "
+                   "(default: on CPU, and on CUDA with --amp)")
     g = p.add_argument_group("run")
     g.add_argument("--log-dir", "--log_dir", default="log")
     g.add_argument("--img-dir", "--img_dir", default="imgs")
@@ -166,6 +167,20 @@ class Net(nn.Module):
         if self.amp_dtype is not None:
             features = features.float()  # the objective (pairwise distances, logs) in fp32
         return features, self.objective(features, labels)
+
+
+def resolve_auto(args, device):
+    """Fill in the flags whose default depends on the device. bench.py measured, on a 2-core
+    CPU: channels_last 1.2x faster training steps and evaluation (fp32)."""
+    if args.channels_last is None:
+        args.channels_last = device.type == "cpu" or args.amp
+    return args
+
+
+def eval_batch_size(args, device):
+    """Evaluation batch: large on CUDA; on CPU the training batch, which bench.py measured
+    1.6-3.3x faster than batches of 1024 (those fall out of the caches)."""
+    return 1024 if device.type == "cuda" else args.batch_size
 
 
 def build_optimizer(args, model, objective):
@@ -326,7 +341,7 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
 
 
 @torch.inference_mode()
-def extract_features(model, split, ddp, feat_dim, batch_size=1024, memory_format=torch.contiguous_format,
+def extract_features(model, split, ddp, feat_dim, batch_size=128, memory_format=torch.contiguous_format,
                      amp_dtype=None):
     """Features of a whole split (model in eval mode), each rank computing its shard."""
     model.eval()
@@ -420,6 +435,7 @@ def train(args, explicit):
     ddp = Dist()
     args, run_dir, ckpt = prepare_run(args, explicit)
     device = pick_device(args.device, ddp.local_rank)
+    resolve_auto(args, device)
     ddp.init(device)
     if args.batch_size % ddp.world_size:
         raise UserError(f"--batch-size {args.batch_size} is not divisible by the "
@@ -497,7 +513,8 @@ def train(args, explicit):
                 val_features = None
                 if evaluating:
                     val_features = extract_features(net.model, val_split, ddp, args.feat_dim,
-                                                    memory_format=memory_format, amp_dtype=amp_dtype)
+                                                    eval_batch_size(args, device), memory_format,
+                                                    amp_dtype)
                 seen_idx = seen.nonzero().squeeze(1)
                 eval_stats, centers = evaluate(net.objective, train_features[seen_idx],
                                                train_split.labels[seen_idx], val_features,
