@@ -2,7 +2,7 @@
 its FLOP rate, and the per-epoch cost of evaluation, snapshots and checkpoints.
 
     python bench.py                       # LeNet++ and the ResNet, standalone and cent, batch 128
-    python bench.py --quick --fake        # smoke run on random data, well under a minute
+    python bench.py --quick --fake        # smoke run on generated data, well under a minute
     python bench.py --amp --channels-last --compile --threads 1   # also time those options
 
 "ours" is the project's own code: main.Net, main.build_optimizer and main.train_one_epoch
@@ -22,12 +22,10 @@ import platform
 import resource
 import shutil
 import statistics
-import struct
 import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -40,6 +38,7 @@ import main
 import visualize
 from losses import build_objective
 from models import MODELS, build_model
+from tests import fakedata
 from utils import UserError, pick_device, rng_state, save_checkpoint
 
 TRAIN_IMAGES, VAL_IMAGES, NUM_CLASSES = 60000, 10000, 10  # full MNIST, for per-epoch estimates
@@ -48,7 +47,7 @@ LR = {"lenet": 0.001, "resnet": 0.01}  # README: LeNet++ (no BatchNorm) wants --
 MM_SIZE = 1024
 
 
-def eval_batches(args, device):
+def eval_batch_sizes(args, device):
     """extract_features batch sizes timed: what main.py uses on this device, and the other
     usual choice (1024, or 128 where main uses 1024)."""
     mine = main.eval_batch_size(args, device)
@@ -151,22 +150,6 @@ def process_status_mb(pid, field):
 
 # ----------------------------------------------------------------------------- data
 
-def write_fake_mnist(root, n_train, n_val, seed=0):
-    """Random uint8 images of MNIST's shape, in torchvision's on-disk format (so both the
-    project's loader and torchvision.datasets.MNIST read them)."""
-    rng = np.random.default_rng(seed)
-    raw = os.path.join(root, "MNIST", "raw")
-    os.makedirs(raw, exist_ok=True)
-    for prefix, n in (("train", n_train), ("t10k", n_val)):
-        for kind, array in (("images-idx3", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
-                            ("labels-idx1", rng.integers(0, 10, n).astype(np.uint8))):
-            with open(os.path.join(raw, f"{prefix}-{kind}-ubyte"), "wb") as f:
-                f.write(struct.pack(">I", 0x800 + array.ndim))
-                f.write(struct.pack(">" + "I" * array.ndim, *array.shape))
-                f.write(array.tobytes())
-    return root
-
-
 def repeat_split(split, n):
     """The first n samples of split (cycled if it is smaller): one 'epoch' of n // batch steps."""
     idx = torch.arange(n, device=split.labels.device) % len(split)
@@ -186,19 +169,6 @@ def project_args(model, loss, opts, batch_size, feat_dim, device):
     return main.resolve_auto(main.build_parser().parse_args(argv), device)
 
 
-def build_net(args, channels, size, device, seed=0):
-    """The pieces main.train builds, with main's own classes and functions."""
-    torch.manual_seed(seed)
-    model = build_model(args.model, args.feat_dim, channels, size)
-    objective = build_objective(args.loss, NUM_CLASSES, args.feat_dim, weight_cent=args.weight_cent,
-                                weight_intra=args.weight_intra, weight_inter=args.weight_inter,
-                                delta=args.inter_delta)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    amp_dtype = torch.bfloat16 if args.amp else None
-    net = main.Net(model, objective, amp_dtype).to(device, memory_format=memory_format)
-    return net, main.build_optimizer(args, model, objective), memory_format, amp_dtype
-
-
 class Ours:
     """main.train_one_epoch on a split of exactly `steps` batches: the project's step, data
     path, device-side logging and its syncs every --log-interval steps, as users run them."""
@@ -209,8 +179,9 @@ class Ours:
         self.device, self.spec = device, spec
         self.split = repeat_split(train, steps * batch_size)
         channels, size = train.images.shape[1], train.images.shape[-1]
-        self.net, self.optimizer, self.memory_format, self.amp_dtype = build_net(
-            self.args, channels, size, device)
+        torch.manual_seed(0)
+        self.net, self.optimizer = main.build_net(self.args, NUM_CLASSES, channels, size, device)
+        self.memory_format, self.amp_dtype = main.memory_format_of(self.args), self.net.amp_dtype
         self.step_net = torch.compile(self.net) if self.args.compile else self.net
         self.ddp = main.Dist()
         self.epoch = 0
@@ -305,7 +276,7 @@ def epoch_overhead(ours, val, feat_dim, device, repeats):
     utils.save_checkpoint (last.pt; best.pt, when the accuracy improves, is one more)."""
     net, ddp = ours.net, ours.ddp
     rates = {}
-    batches = eval_batches(ours.args, device)
+    batches = eval_batch_sizes(ours.args, device)
     for batch_size in batches:  # what main.py uses first
         extract = lambda: main.extract_features(net.model, val, ddp, feat_dim, batch_size=batch_size,
                                                 memory_format=ours.memory_format, amp_dtype=ours.amp_dtype)
@@ -365,7 +336,7 @@ def variants_of(flags):
     return out
 
 
-def bench_pair(model, loss, flags, train, val, spec, device, rates, log):
+def bench_pair(model, loss, flags, train, val, spec, device, log):
     steps, bs, fd = flags.steps, flags.batch_size, flags.feat_dim
     memory = PeakMemory(device)
     ours = Ours(model, loss, {}, train, spec, steps, bs, fd, device)
@@ -412,8 +383,6 @@ def bench_pair(model, loss, flags, train, val, spec, device, rates, log):
         "baseline_img_s_repeats": runs["baseline"],
         "flops_per_image": flops,
         "achieved_gflops": gflops,
-        "frac_of_mm": gflops / rates["mm_gflops"],
-        "frac_of_conv_ref": gflops / rates["conv_ref_gflops"],
         "eval_img_s": overhead["eval_img_s"],
         "eval_batch_size": overhead["eval_batch_size"],
         "eval_img_s_by_batch": overhead["eval_img_s_by_batch"],
@@ -527,7 +496,7 @@ def parse_flags(argv=None):
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     p.add_argument("--data-dir", default="./data", help="holds MNIST/raw in torchvision's layout")
-    p.add_argument("--fake", action="store_true", help="random uint8 images of MNIST's shape (smoke runs)")
+    p.add_argument("--fake", action="store_true", help="generated images of MNIST's shape, tests/fakedata.py (smoke runs)")
     p.add_argument("--quick", action="store_true", help="tiny step counts: a smoke run under a minute")
     p.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default 30, quick 3)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, quick 2)")
@@ -575,8 +544,8 @@ def run(flags):
     if flags.fake:
         fake_dir = tempfile.mkdtemp(prefix="bench-fake-mnist-")
         n_train, n_val = (4096, 1024) if flags.quick else (TRAIN_IMAGES, VAL_IMAGES)
-        flags.data_dir = write_fake_mnist(fake_dir, n_train, n_val)
-        data = f"FAKE (random uint8, {n_train} train / {n_val} val images; smoke use only)"
+        flags.data_dir = fakedata.write_mnist(fake_dir, n_train=n_train, n_test=n_val)
+        data = f"FAKE (generated, {n_train} train / {n_val} val images; smoke use only)"
     try:
         try:
             train = datasets.load_split("mnist", flags.data_dir, True, device, download=False)
@@ -585,7 +554,7 @@ def run(flags):
             raise UserError(f"MNIST not found in {flags.data_dir}: bench.py reads "
                             f"{os.path.join(flags.data_dir, 'MNIST', 'raw')}/{{train,t10k}}-"
                             "{images-idx3,labels-idx1}-ubyte and never downloads; pass --data-dir, "
-                            "or --fake for random data of MNIST's shape") from None
+                            "or --fake for generated data of MNIST's shape") from None
         if flags.quick and len(val) > 1024:
             val = datasets.Split(val.images[:1024], val.labels[:1024], val.classes)
         spec = datasets.augmentation("mnist")
@@ -608,8 +577,7 @@ def run(flags):
         for model in flags.models:
             for loss in flags.losses:
                 results.setdefault(model, {})[loss] = bench_pair(
-                    model, loss, flags, train, val, spec, device,
-                    {"mm_gflops": mm1, "conv_ref_gflops": conv1}, log)
+                    model, loss, flags, train, val, spec, device, log)
         mm2, conv2 = matmul_gflops(device)  # again at the end: the machine's rate may drift
         rates = {"mm_gflops": (mm1 + mm2) / 2, "conv_ref_gflops": (conv1 + conv2) / 2,
                  "mm_gflops_start_end": [mm1, mm2], "conv_ref_gflops_start_end": [conv1, conv2],

@@ -6,7 +6,6 @@
 Flags -> data + model + objective -> epoch loop -> log/<run>/ -> pictures in imgs/<run>/.
 """
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -14,7 +13,6 @@ import signal
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -24,8 +22,9 @@ import datasets
 import visualize
 from losses import OBJECTIVES, build_objective, center_statistics, class_means, nearest_center
 from models import MODELS, build_model
-from utils import (RunLog, UserError, atomic_write_text, load_checkpoint, pick_device,
-                   rng_state, save_checkpoint, seed_everything, set_rng_state)
+from utils import (OneLineParser, RunLog, UserError, atomic_write_text, load_checkpoint,
+                   loss_terms, pick_device, rng_state, save_checkpoint, seed_everything,
+                   set_rng_state)
 
 SCHEDULERS = ("plateau", "step", "cosine", "none")
 # Flags that may differ from the checkpoint's on --resume: they do not change what is computed
@@ -35,13 +34,6 @@ RESUMABLE_FLAGS = {"resume", "epochs", "device", "data_dir", "download", "progre
 
 
 # ----------------------------------------------------------------------------- flags
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad flags get one line (not the whole usage) and exit code 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
 
 def build_parser():
     p = OneLineParser(description="Train xent, cent or standalone center loss and watch the "
@@ -183,6 +175,24 @@ def eval_batch_size(args, device):
     return 1024 if device.type == "cuda" else args.batch_size
 
 
+def memory_format_of(args):
+    return torch.channels_last if args.channels_last else torch.contiguous_format
+
+
+def build_net(args, num_classes, channels, image_size, device):
+    """The feature extractor and objective of the flags as one Net on the device, and the
+    optimizer over both."""
+    model = build_model(args.model, args.feat_dim, channels, image_size)
+    objective = build_objective(args.loss, num_classes, args.feat_dim, weight_cent=args.weight_cent,
+                                weight_intra=args.weight_intra, weight_inter=args.weight_inter,
+                                delta=args.inter_delta)
+    if args.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    net = Net(model, objective, torch.bfloat16 if args.amp else None)
+    net = net.to(device, memory_format=memory_format_of(args))
+    return net, build_optimizer(args, model, objective)
+
+
 def build_optimizer(args, model, objective):
     centers = [p for n, p in objective.named_parameters() if n.endswith("centers")]
     others = [p for n, p in objective.named_parameters() if not n.endswith("centers")]
@@ -299,14 +309,13 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
     net.train()
     device = train.labels.device
     n, steps = len(train), len(train) // args.batch_size
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     features = torch.zeros(n, args.feat_dim, device=device)
     seen = torch.zeros(n, dtype=torch.int32, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     params = [p for p in net.parameters()]
     names, term_log, checked = None, None, 0
     batches = datasets.train_batches(train, args.batch_size, args.seed, epoch, spec, ddp.rank,
-                                     ddp.world_size, memory_format)
+                                     ddp.world_size, memory_format_of(args))
     progress = tqdm(batches, total=steps, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                     disable=not bar, dynamic_ncols=True)
     for step, (x, y, idx) in enumerate(progress):
@@ -369,8 +378,7 @@ def evaluate(objective, train_features, train_labels, val_features, val_labels, 
 
 
 def format_line(record, args):
-    terms = [k[len("train_"):] for k in record if k.startswith("train_")
-             and k not in ("train_loss", "train_acc", "train_nc_acc")]
+    terms = loss_terms(record)
     line = (f"epoch {record['epoch']:>3}/{args.epochs}  lr {record['lr']:.2e}  "
             f"loss {record['train_loss']:.4f}")
     if terms:
@@ -455,16 +463,8 @@ def train(args, explicit):
     num_classes = len(train_split.classes)
     channels, size = train_split.images.shape[1], train_split.images.shape[-1]
 
-    model = build_model(args.model, args.feat_dim, channels, size)
-    objective = build_objective(args.loss, num_classes, args.feat_dim, weight_cent=args.weight_cent,
-                                weight_intra=args.weight_intra, weight_inter=args.weight_inter,
-                                delta=args.inter_delta)
-    if args.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    amp_dtype = torch.bfloat16 if args.amp else None
-    net = Net(model, objective, amp_dtype).to(device, memory_format=memory_format)
-    optimizer = build_optimizer(args, model, objective)
+    net, optimizer = build_net(args, num_classes, channels, size, device)
+    memory_format, amp_dtype = memory_format_of(args), net.amp_dtype
     scheduler = build_scheduler(args, optimizer)
 
     start_epoch, history, best = 0, [], {"val_acc": None, "epoch": None}

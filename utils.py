@@ -1,4 +1,5 @@
 """Seeding, device choice, the run's logs (text + JSONL) and atomic checkpoints."""
+import argparse
 import json
 import os
 import random
@@ -11,6 +12,13 @@ import torch
 
 UMASK = os.umask(0)
 os.umask(UMASK)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags get one line (not the whole usage) and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class UserError(Exception):
@@ -137,6 +145,13 @@ class RunLog:
         """On resume: metrics.jsonl becomes exactly the checkpoint's history, so an epoch
         that ran after the last checkpoint (and will run again) is not listed twice."""
         atomic_write_text(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def loss_terms(record):
+    """The weighted loss terms of a metrics record (xent, center, intra, inter, ...): its
+    train_* keys other than the total loss and the accuracies."""
+    return [k[len("train_"):] for k in record if k.startswith("train_")
+            and k not in ("train_loss", "train_acc", "train_nc_acc")]
 
 
 def read_jsonl(path):

@@ -14,7 +14,6 @@ What a run gets in imgs/<run>/:
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot), so this works headless and
 leaves the caller's backend alone.
 """
-import argparse
 import glob
 import json
 import os
@@ -30,7 +29,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 import datasets
-from utils import UserError, atomic_write, error_exit, read_jsonl
+from utils import OneLineParser, UserError, atomic_write, error_exit, loss_terms, read_jsonl
 
 LOSS_ORDER = ("xent", "cent", "standalone")
 FPS = 4            # GIF frames per second
@@ -319,10 +318,8 @@ def draw_curves(records, path, args):
 
     ax = axes[0]
     ax.plot(*series(records, "train_loss"), color="black", lw=2, label="loss")
-    terms = [k for k in records[-1] if k.startswith("train_")
-             and k not in ("train_loss", "train_acc", "train_nc_acc")]
-    for k in terms:
-        ax.plot(*series(records, k), label=k[len("train_"):])
+    for term in loss_terms(records[-1]):
+        ax.plot(*series(records, "train_" + term), label=term)
     ax.set(title="training loss (weighted terms)", ylabel="loss")
 
     ax = axes[1]
@@ -440,7 +437,7 @@ def draw_run(run_dir, out_dir, projection="pca"):
     else:  # the last epoch; for val, the last epoch that was evaluated
         last = load_snapshot(paths[-1])
         names = class_names(args["dataset"], len(last["centers"]))
-        val = last if "val_features" in last else last_snapshot_with(paths, "val_features")
+        val = last if "val_features" in last else last_snapshot_with(paths[:-1], "val_features")
         for split, snap in (("train", last), ("val", val)):
             if snap is not None:
                 written.append(draw_projection(snap, split, os.path.join(out_dir, f"{split}.png"),
@@ -501,7 +498,7 @@ def results_table(run_dirs):
 # ----------------------------------------------------------------------------- CLI
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Redraw a run's pictures from its run directory, "
+    p = OneLineParser(description="Redraw a run's pictures from its run directory, "
                                 "or tabulate many runs.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="log/<loss>-<dataset>-feat=<d>[-name]")
     p.add_argument("--out-dir", "--out_dir", default="imgs",

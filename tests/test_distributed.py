@@ -1,6 +1,5 @@
 """torchrun / DistributedDataParallel computes what one process computes: with gloo on CPU,
 2 ranks with B samples each give the loss and the updated parameters of 1 process with 2B."""
-import json
 import os
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from conftest import ROOT
 from losses import build_objective
 from main import Net
 from models import build_model
+from utils import read_jsonl
 
 OBJECTIVES = ["xent", "cent", "standalone"]
 B = 6  # per rank
@@ -98,8 +98,7 @@ def test_torchrun_matches_one_process(tmp_path, data_dir):
     assert ddp.stdout.count("epoch   1/2") == 1  # only rank 0 prints
 
     def records(root):
-        with open(tmp_path / root / "standalone-mnist-feat=2" / "metrics.jsonl") as f:
-            return [json.loads(line) for line in f]
+        return read_jsonl(tmp_path / root / "standalone-mnist-feat=2" / "metrics.jsonl")
 
     for a, b in zip(records("ddp"), records("one"), strict=True):
         for key in ("train_loss", "train_intra", "train_inter", "train_acc", "train_nc_acc",

@@ -15,7 +15,7 @@ import torch
 import main
 from conftest import ROOT
 from losses import StandaloneCenterLoss
-from utils import load_checkpoint
+from utils import load_checkpoint, read_jsonl
 
 MAIN = os.path.join(ROOT, "main.py")
 
@@ -38,8 +38,8 @@ def tree(root):
 
 
 def metrics(run_dir, drop=("seconds",)):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in f]
+    return [{k: v for k, v in r.items() if k not in drop}
+            for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from losses import (CenterLoss, SoftmaxLoss, StandaloneCenterLoss, build_objective,
                     center_statistics, class_means, nearest_center)

@@ -13,7 +13,7 @@ import main
 from conftest import ROOT
 from losses import build_objective
 from models import build_model
-from utils import load_checkpoint
+from utils import load_checkpoint, read_jsonl
 
 
 def run_main(tmp_path, data_dir, *flags):
@@ -24,8 +24,7 @@ def run_main(tmp_path, data_dir, *flags):
 
 
 def read_metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+    return read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
 
 
 def finite_numbers(value):

@@ -14,12 +14,11 @@ from PIL import Image
 import main
 import visualize
 from conftest import ROOT
-from utils import UserError
+from utils import UserError, read_jsonl
 
 
 def read_metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+    return read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
 
 
 def gif_frames(path):
