@@ -19,14 +19,16 @@ from torch import nn
 from tqdm import tqdm
 
 import datasets
+import recipes
 import visualize
 from losses import OBJECTIVES, build_objective, center_statistics, class_means, nearest_center
 from models import MODELS, build_model
-from utils import (OneLineParser, RunLog, UserError, atomic_write_text, load_checkpoint,
-                   loss_terms, pick_device, rng_state, save_checkpoint, seed_everything,
-                   set_rng_state)
+from utils import (OneLineParser, RunLog, UserError, atomic_write_text, is_locked,
+                   load_checkpoint, lock_run_dir, loss_terms, pick_device, rng_state,
+                   save_checkpoint, seed_everything, set_rng_state)
 
-SCHEDULERS = ("plateau", "step", "cosine", "none")
+SCHEDULERS = ("plateau", "step", "cosine", "warmup-cosine", "none")
+PER_STEP_SCHEDULERS = ("warmup-cosine",)  # stepped after every batch, not every epoch
 # Flags that may differ from the checkpoint's on --resume: they do not change what is computed
 # (or, for --epochs, only how far the run goes).
 RESUMABLE_FLAGS = {"resume", "epochs", "device", "data_dir", "download", "progress", "plots",
@@ -38,8 +40,12 @@ RESUMABLE_FLAGS = {"resume", "epochs", "device", "data_dir", "download", "progre
 def build_parser():
     p = OneLineParser(description="Train xent, cent or standalone center loss and watch the "
                       "feature space form.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--recipe", default="reference", choices=list(recipes.RECIPES),
+                   help="preset of training settings (recipes.py); flags you type override it")
     g = p.add_argument_group("objective")
     g.add_argument("--loss", default="standalone", choices=list(OBJECTIVES))
+    g.add_argument("--label-smoothing", "--label_smoothing", type=float, default=0.0,
+                   help="xent, cent: label smoothing of the cross-entropy")
     g.add_argument("--weight-cent", "--weight_cent", type=float, default=1.0,
                    help="cent: weight of the center loss")
     g.add_argument("--weight-intra", "--weight_intra", type=float, default=1.0,
@@ -72,10 +78,20 @@ def build_parser():
     g.add_argument("--lr-cent", "--lr_cent", type=float, default=None,
                    help="learning rate of the centers (default: --lr)")
     g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=False,
+                   help="Nesterov momentum")
     g.add_argument("--weight-decay", "--weight_decay", type=float, default=0.0)
+    g.add_argument("--wd-exempt", "--wd_exempt", action=argparse.BooleanOptionalAction,
+                   default=False, help="no weight decay on BatchNorm, biases and centers")
+    g.add_argument("--ema-decay", "--ema_decay", type=float, default=None,
+                   help="evaluate (and checkpoint) an exponential moving average of the weights "
+                   "and BatchNorm buffers, updated every step with this decay (e.g. 0.998; 0: off)")
     g.add_argument("--scheduler", default="plateau", choices=SCHEDULERS,
                    help="plateau: the reference ReduceLROnPlateau on val accuracy (factor 0.2, "
-                   "patience 10, rel. threshold 0.1); step: x gamma every --step-size epochs")
+                   "patience 10, rel. threshold 0.1); step: x gamma every --step-size epochs; "
+                   "warmup-cosine: per step, linear warm-up over --warmup-epochs, then cosine to 0")
+    g.add_argument("--warmup-epochs", "--warmup_epochs", type=float, default=1.0,
+                   help="warmup-cosine: length of the linear warm-up, in epochs")
     g.add_argument("--step-size", "--step_size", "--stepsize", dest="step_size", type=int, default=20)
     g.add_argument("--gamma", type=float, default=0.5)
     g = p.add_argument_group("device")
@@ -115,6 +131,7 @@ def parse_args(argv=None):
     probe = build_parser()
     probe.set_defaults(**{a.dest: unset for a in probe._actions if a.dest != "help"})
     explicit = {k for k, v in vars(probe.parse_args(argv)).items() if v is not unset}
+    recipes.apply_recipe(args, explicit)
     check_args(args, parser)
     return args, explicit
 
@@ -126,9 +143,13 @@ def check_args(args, parser):
         if value is not None and value <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
     for flag in ("weight_cent", "weight_intra", "weight_inter", "inter_delta", "weight_decay",
-                 "momentum"):
+                 "momentum", "warmup_epochs", "label_smoothing"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must not be negative, got {getattr(args, flag)}")
+    if args.ema_decay is not None and not 0 <= args.ema_decay < 1:
+        parser.error(f"--ema-decay must be in [0, 1) (0: off), got {args.ema_decay}")
+    if args.label_smoothing >= 1:
+        parser.error(f"--label-smoothing must be below 1, got {args.label_smoothing}")
     for flag in ("lr", "lr_cent", "gamma"):
         value = getattr(args, flag)
         if value is not None and not value > 0:
@@ -185,7 +206,7 @@ def build_net(args, num_classes, channels, image_size, device):
     model = build_model(args.model, args.feat_dim, channels, image_size)
     objective = build_objective(args.loss, num_classes, args.feat_dim, weight_cent=args.weight_cent,
                                 weight_intra=args.weight_intra, weight_inter=args.weight_inter,
-                                delta=args.inter_delta)
+                                delta=args.inter_delta, label_smoothing=args.label_smoothing)
     if args.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = Net(model, objective, torch.bfloat16 if args.amp else None)
@@ -194,16 +215,55 @@ def build_net(args, num_classes, channels, image_size, device):
 
 
 def build_optimizer(args, model, objective):
-    centers = [p for n, p in objective.named_parameters() if n.endswith("centers")]
-    others = [p for n, p in objective.named_parameters() if not n.endswith("centers")]
-    groups = [{"params": list(model.parameters()) + others, "lr": args.lr}]
-    if centers:
-        groups.append({"params": centers, "lr": args.lr_cent or args.lr, "name": "centers"})
-    return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum,
-                           weight_decay=args.weight_decay)
+    """SGD over the model and the objective; the centers in a group of their own (--lr-cent).
+    With --wd-exempt, BatchNorm weights, biases and centers (every parameter that is not a
+    conv or linear weight matrix) get no weight decay."""
+    decay = args.weight_decay
+    exempt = decay if not args.wd_exempt else 0.0
+    groups = {}  # (lr, weight decay, name) -> params
+
+    def add(p, lr, wd, name):
+        groups.setdefault((lr, wd, name), []).append(p)
+    for p in model.parameters():
+        add(p, args.lr, decay if p.ndim > 1 else exempt, "model")
+    for n, p in objective.named_parameters():
+        if n.endswith("centers"):
+            add(p, args.lr_cent or args.lr, exempt, "centers")
+        else:
+            add(p, args.lr, decay if p.ndim > 1 else exempt, "model")
+    return torch.optim.SGD([{"params": ps, "lr": lr, "weight_decay": wd, "name": name}
+                            for (lr, wd, name), ps in groups.items()],
+                           lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
+                           weight_decay=decay)
 
 
-def build_scheduler(args, optimizer):
+def build_averaged(net, decay):
+    """The exponential moving average of the whole Net (model, objective, BatchNorm buffers)
+    that gets evaluated. Its decay warms up as min(decay, (1 + n) / (10 + n)) over the n
+    updates so far (as TensorFlow's ExponentialMovingAverage with num_updates), so a short run
+    is not dominated by the initial weights. The update count stays on the CPU and the decay
+    is a tensor: updating is no host-device sync."""
+    @torch.no_grad()
+    def ema(averaged, current, n):
+        d = torch.clamp((1 + n) / (10 + n), max=decay).to(averaged[0].device)
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - d)
+        else:  # BatchNorm's num_batches_tracked
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+    return torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=ema, use_buffers=True)
+
+
+def build_scheduler(args, optimizer, steps_per_epoch):
+    """Epoch-level schedulers, or (PER_STEP_SCHEDULERS) one stepped after every batch."""
+    if args.scheduler == "warmup-cosine":
+        total = args.epochs * steps_per_epoch
+        warmup = min(total - 1, round(args.warmup_epochs * steps_per_epoch))
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total - warmup)
+        if warmup <= 0:
+            return cosine
+        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0 / warmup, 1.0, warmup)
+        return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], [warmup])
     if args.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=0.2, patience=10, threshold=0.1, threshold_mode="rel")
@@ -301,9 +361,11 @@ def check_finite(term_log, names, params, epoch, first_step, ddp):
                          f"{first_step + len(term_log)}")
 
 
-def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, stop=None, bar=True):
+def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, stop=None, bar=True,
+                    scheduler=None, averaged=None):
     """One pass over the training split. Everything is accumulated on the device and read
-    every --log-interval steps (progress, non-finite check) and once at the end.
+    every --log-interval steps (progress, non-finite check) and once at the end. After every
+    step: the per-step `scheduler` (if any) and the weight average `averaged` (if any).
     Returns the epoch's mean loss terms, train accuracy, and the features computed during
     the epoch (`features`, with `seen` marking the samples the epoch used)."""
     net.train()
@@ -323,6 +385,10 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if averaged is not None:
+            averaged.update_parameters(net)
         with torch.no_grad():
             if names is None:
                 names = list(terms)
@@ -429,14 +495,20 @@ def prepare_run(args, explicit):
 
 
 def make_run_dir(run_dir, args, fresh):
+    """Create (or, fresh, empty) the run directory and write args.json. Returns the run's
+    lock, held while the process lives."""
+    if os.path.isdir(run_dir) and is_locked(run_dir):
+        raise UserError(f"{run_dir} is being trained by another process right now")
     try:
         if fresh and os.path.isdir(run_dir):
             shutil.rmtree(run_dir)
         os.makedirs(run_dir, exist_ok=True)
+        lock = lock_run_dir(run_dir)
         # on resume too: --epochs may have grown, and the pictures read the plan from here
         atomic_write_text(os.path.join(run_dir, "args.json"), json.dumps(vars(args), indent=2) + "\n")
     except OSError as e:
         raise UserError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from None
+    return lock
 
 
 def train(args, explicit):
@@ -465,7 +537,10 @@ def train(args, explicit):
 
     net, optimizer = build_net(args, num_classes, channels, size, device)
     memory_format, amp_dtype = memory_format_of(args), net.amp_dtype
-    scheduler = build_scheduler(args, optimizer)
+    scheduler = build_scheduler(args, optimizer, len(train_split) // args.batch_size)
+    per_step = args.scheduler in PER_STEP_SCHEDULERS
+    averaged = build_averaged(net, args.ema_decay) if args.ema_decay else None
+    evaluated = net if averaged is None else averaged.module
 
     start_epoch, history, best = 0, [], {"val_acc": None, "epoch": None}
     if ckpt is not None:
@@ -473,6 +548,8 @@ def train(args, explicit):
             net.model.load_state_dict(ckpt["model"])
             net.objective.load_state_dict(ckpt["objective"])
             optimizer.load_state_dict(ckpt["optimizer"])
+            if averaged is not None:
+                averaged.load_state_dict(ckpt["averaged"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise UserError(f"the checkpoint in {run_dir} does not fit this model and objective: "
                             f"{str(e).strip().splitlines()[0]}") from None
@@ -490,7 +567,7 @@ def train(args, explicit):
 
     log = RunLog(run_dir)
     if ddp.main:
-        make_run_dir(run_dir, args, fresh=args.resume is None)
+        lock = make_run_dir(run_dir, args, fresh=args.resume is None)  # noqa: F841 (held)
         if args.resume:
             log.rewrite_metrics(history)
             log.info(f"resumed {run_dir} after epoch {start_epoch}")
@@ -508,18 +585,19 @@ def train(args, explicit):
                 t0 = time.perf_counter()
                 lr = optimizer.param_groups[0]["lr"]
                 stats, train_features, seen = train_one_epoch(
-                    step_net, net, optimizer, train_split, spec, epoch, args, ddp, stop, bar)
+                    step_net, net, optimizer, train_split, spec, epoch, args, ddp, stop, bar,
+                    scheduler if per_step else None, averaged)
                 evaluating = epoch % args.eval_every == 0 or epoch == args.epochs
                 val_features = None
                 if evaluating:
-                    val_features = extract_features(net.model, val_split, ddp, args.feat_dim,
+                    val_features = extract_features(evaluated.model, val_split, ddp, args.feat_dim,
                                                     eval_batch_size(args, device), memory_format,
                                                     amp_dtype)
                 seen_idx = seen.nonzero().squeeze(1)
-                eval_stats, centers = evaluate(net.objective, train_features[seen_idx],
+                eval_stats, centers = evaluate(evaluated.objective, train_features[seen_idx],
                                                train_split.labels[seen_idx], val_features,
                                                val_split.labels, num_classes)
-                if scheduler is not None:
+                if scheduler is not None and not per_step:
                     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                         if evaluating:
                             scheduler.step(eval_stats["val_acc"])
@@ -543,6 +621,7 @@ def train(args, explicit):
                     state = {"model": net.model.state_dict(), "objective": net.objective.state_dict(),
                              "optimizer": optimizer.state_dict(),
                              "scheduler": None if scheduler is None else scheduler.state_dict(),
+                             "averaged": None if averaged is None else averaged.state_dict(),
                              "epoch": epoch, "best": best, "history": history, "args": vars(args),
                              "rng": rng_state()}
                     save_checkpoint(state, os.path.join(run_dir, "last.pt"))

@@ -1,5 +1,6 @@
 """Seeding, device choice, the run's logs (text + JSONL) and atomic checkpoints."""
 import argparse
+import fcntl
 import json
 import os
 import random
@@ -99,6 +100,32 @@ def atomic_write_text(path, text):
         with open(tmp, "w") as f:
             f.write(text)
     atomic_write(path, write)
+
+
+def lock_run_dir(run_dir):
+    """Hold an exclusive lock on run_dir/.lock for as long as the returned file stays open
+    (the process's life): a second main.py on the same run directory, or a sweep's rerun,
+    sees it. The kernel drops the lock when the process dies, however it dies."""
+    f = open(os.path.join(run_dir, ".lock"), "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise UserError(f"{run_dir} is being trained by another process right now") from None
+    return f
+
+
+def is_locked(run_dir):
+    path = os.path.join(run_dir, ".lock")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
 
 
 def save_checkpoint(state, path):

@@ -10,9 +10,11 @@ from .softmax import SoftmaxLoss
 from .standalone import StandaloneCenterLoss
 
 OBJECTIVES = {
-    "xent": lambda num_classes, feat_dim, **w: SoftmaxLoss(num_classes, feat_dim),
+    "xent": lambda num_classes, feat_dim, **w: SoftmaxLoss(
+        num_classes, feat_dim, label_smoothing=w.get("label_smoothing", 0.0)),
     "cent": lambda num_classes, feat_dim, **w: SoftmaxLoss(
-        num_classes, feat_dim, weight_cent=w.get("weight_cent", 1.0)),
+        num_classes, feat_dim, weight_cent=w.get("weight_cent", 1.0),
+        label_smoothing=w.get("label_smoothing", 0.0)),
     "standalone": lambda num_classes, feat_dim, **w: StandaloneCenterLoss(
         num_classes, feat_dim, weight_intra=w.get("weight_intra", 1.0),
         weight_inter=w.get("weight_inter", 0.1), delta=w.get("delta", 1.0)),

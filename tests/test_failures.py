@@ -53,9 +53,13 @@ def finished_run(tmp_path_factory, data_dir):
 
 # ----------------------------------------------------------------------------- resume
 
-def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(tmp_path, data_dir):
-    flags = ["--loss", "cent", "--epochs", "3", "--model", "resnet", "--scheduler", "step",
-             "--step-size", "1", "--gamma", "0.5"]
+@pytest.mark.parametrize("flags", [
+    ["--scheduler", "step", "--step-size", "1", "--gamma", "0.5"],
+    # a per-step schedule (warm-up + cosine) and the weight average, Nesterov, label smoothing
+    ["--recipe", "fast", "--warmup-epochs", "0.5"],
+], ids=["epoch-scheduler", "fast-recipe"])
+def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(tmp_path, data_dir, flags):
+    flags = ["--loss", "cent", "--epochs", "3", "--model", "resnet", *flags]
     straight = main.train(*main.parse_args(common(tmp_path / "a", data_dir) + flags))
 
     killed_root = tmp_path / "b"
@@ -84,6 +88,11 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(tmp_path, data_di
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
     torch.testing.assert_close(a["objective"]["center_loss.centers"],
                                b["objective"]["center_loss.centers"], rtol=0, atol=0)
+    if "--recipe" in flags:  # the per-step schedule and the average went on exactly
+        assert a["scheduler"] == b["scheduler"] and a["scheduler"]["last_epoch"] > 0
+        assert a["averaged"].keys() == b["averaged"].keys()
+        for key in a["averaged"]:
+            torch.testing.assert_close(a["averaged"][key], b["averaged"][key], rtol=0, atol=0)
 
 
 def test_resume_extends_a_finished_run(finished_run, data_dir):

@@ -1,0 +1,104 @@
+"""The --recipe presets, and the pieces of the fast recipe: per-step schedule, weight decay
+groups, the weight average."""
+import json
+import math
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import main
+import recipes
+from losses import build_objective
+from models import build_model
+
+
+def parse(*flags):
+    return main.parse_args(list(flags))[0]
+
+
+def test_reference_is_the_parsers_defaults():
+    assert recipes.RECIPES["reference"] == {}
+    args = parse()
+    assert (args.recipe, args.epochs, args.lr, args.scheduler, args.ema_decay) == \
+        ("reference", 100, 0.01, "plateau", None)
+
+
+def test_fast_preset_resolves_and_typed_flags_override_it():
+    fast = recipes.RECIPES["fast"]
+    args = parse("--recipe", "fast")
+    for key, value in fast.items():
+        assert getattr(args, key) == value, key
+    assert fast["epochs"] <= 10
+    # what the user types wins, whatever its position and spelling
+    args = parse("--lr", "0.2", "--recipe", "fast", "--max_epoch", "3", "--ema-decay", "0",
+                 "--no-nesterov")
+    assert (args.lr, args.epochs, args.ema_decay, args.nesterov) == (0.2, 3, 0.0, False)
+    assert args.scheduler == fast["scheduler"]  # the rest still comes from the preset
+
+
+def test_args_json_records_the_resolved_values(tmp_path, data_dir):
+    run_dir = main.train(*main.parse_args([
+        "--recipe", "fast", "--epochs", "1", "--lr", "0.001", "--data-dir", data_dir,
+        "--no-download", "--log-dir", str(tmp_path), "--no-plots", "--no-progress",
+        "--batch-size", "64", "--model", "lenet"]))
+    with open(os.path.join(run_dir, "args.json")) as f:
+        saved = json.load(f)
+    expected = dict(recipes.RECIPES["fast"], epochs=1, lr=0.001, recipe="fast")
+    assert {k: saved[k] for k in expected} == expected
+
+
+def test_warmup_cosine_is_stepped_per_batch():
+    args = parse("--recipe", "fast", "--epochs", "3", "--warmup-epochs", "1", "--lr", "0.1")
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=args.lr)
+    steps = 10
+    sched = main.build_scheduler(args, opt, steps)
+    lrs = []
+    for _ in range(3 * steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # linear warm-up from lr/10 towards lr over the first 10 steps, then cosine over 20 to 0
+    assert lrs[:10] == pytest.approx([0.1 * (0.1 + 0.9 * k / 10) for k in range(10)])
+    assert lrs[10:] == pytest.approx([0.05 * (1 + math.cos(math.pi * k / 20)) for k in range(20)])
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_weight_decay_exempts_batchnorm_biases_and_centers():
+    args = parse("--loss", "cent", "--weight-decay", "1e-3", "--wd-exempt", "--lr-cent", "0.5")
+    model = build_model("resnet", 2, 1, 28)
+    objective = build_objective("cent", 10, 2)
+    opt = main.build_optimizer(args, model, objective)
+    decay_of = {id(p): (g["weight_decay"], g["lr"]) for g in opt.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    named.update({"objective." + n: p for n, p in objective.named_parameters()})
+    assert len(decay_of) == len(named)
+    for name, p in named.items():
+        wd, lr = decay_of[id(p)]
+        if name.endswith("centers"):
+            assert (wd, lr) == (0.0, 0.5), name
+        elif isinstance(p, nn.Parameter) and p.ndim > 1:  # conv and linear weights
+            assert (wd, lr) == (1e-3, args.lr), name
+        else:  # BatchNorm weights and biases, every bias
+            assert (wd, lr) == (0.0, args.lr), name
+    # without --wd-exempt every parameter decays, as torch's SGD does
+    args = parse("--loss", "cent", "--weight-decay", "1e-3")
+    opt = main.build_optimizer(args, model, objective)
+    assert {g["weight_decay"] for g in opt.param_groups} == {1e-3}
+
+
+def test_weight_average_warms_up_its_decay():
+    net = nn.Linear(1, 1, bias=False)
+    averaged = main.build_averaged(net, decay=0.9)
+    values = [1.0, 2.0, 4.0, 8.0, 16.0]
+    expected = None
+    for n, v in enumerate(values):
+        with torch.no_grad():
+            net.weight.fill_(v)
+        averaged.update_parameters(net)
+        # first update copies; then decay min(0.9, (1 + n) / (10 + n)) for the n-th update
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = v if expected is None else d * expected + (1 - d) * v
+        assert averaged.module.weight.item() == pytest.approx(expected, rel=1e-6)
+    assert averaged.n_averaged.device.type == "cpu"

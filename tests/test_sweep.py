@@ -1,0 +1,160 @@
+"""sweep.py: a grid that finishes, skips what is finished, survives being killed, runs under
+submitit's local executor; the results table, gallery and export from run directories."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import sweep
+from conftest import ROOT
+from utils import is_locked, read_jsonl
+
+SWEEP = os.path.join(ROOT, "sweep.py")
+
+
+def main_flags(data_dir, tmp_path, epochs=1):
+    return ["--data-dir", data_dir, "--no-download", "--img-dir", str(tmp_path / "imgs"),
+            "--no-plots", "--no-progress", "--batch-size", "64", "--model", "lenet",
+            "--lr", "0.001", "--epochs", str(epochs)]
+
+
+def grid_argv(tmp_path, data_dir, epochs=1, losses=("xent", "standalone"), extra=()):
+    return ["--loss", *losses, "--dataset", "mnist", "--seed", "0",
+            "--log-dir", str(tmp_path / "log"), *extra, "--", *main_flags(data_dir, tmp_path, epochs)]
+
+
+def epochs_of(run_dir):
+    return [r["epoch"] for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))]
+
+
+def fresh_starts(run_dir):
+    """How many times the run was started from scratch (main.py's first log line)."""
+    with open(os.path.join(run_dir, "train.log")) as f:
+        return sum(1 for line in f if "loss, lenet model" in line)
+
+
+def test_grid_finishes_and_a_rerun_starts_nothing(tmp_path, data_dir, capsys):
+    argv = grid_argv(tmp_path, data_dir)
+    assert sweep.main(argv) == 0
+    dirs = [str(tmp_path / "log" / f"{loss}-mnist-feat=2-seed0") for loss in ("xent", "standalone")]
+    for d in dirs:
+        assert sweep.state_of(d) == "finished" and epochs_of(d) == [1]
+    stamps = {d: os.stat(os.path.join(d, "metrics.jsonl")).st_mtime_ns for d in dirs}
+    capsys.readouterr()
+
+    assert sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished, skipped") == 2 and "started" not in out
+    assert {d: os.stat(os.path.join(d, "metrics.jsonl")).st_mtime_ns for d in dirs} == stamps
+
+    assert sweep.main(["--dry-run"] + argv) == 0
+    assert capsys.readouterr().out.splitlines() == [f"# {os.path.basename(d)}: finished" for d in dirs]
+
+
+def test_dry_run_prints_the_commands(tmp_path, data_dir, capsys):
+    assert sweep.main(grid_argv(tmp_path, data_dir, extra=["--dry-run"])) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    assert "main.py --loss xent --dataset mnist --feat-dim 2 --seed 0 --name seed0" in lines[0]
+    assert lines[0].endswith("--epochs 1")
+    assert not (tmp_path / "log").exists()  # nothing run, nothing written
+
+
+def test_a_killed_grid_completes_on_rerun_with_each_run_done_once(tmp_path, data_dir):
+    argv = [sys.executable, SWEEP, *grid_argv(tmp_path, data_dir, epochs=3)]
+    first = tmp_path / "log" / "xent-mnist-feat=2-seed0"
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    jsonl = first / "metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if jsonl.exists() and jsonl.read_text().count("\n") >= 1:
+            break  # the first run is in its second epoch
+        time.sleep(0.02)
+    assert proc.poll() is None, "the sweep ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30  # its child dies with it (and drops the run's lock)
+    while is_locked(str(first)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not is_locked(str(first))
+    assert sweep.state_of(str(first)) == "started"
+    assert sweep.state_of(str(tmp_path / "log" / "standalone-mnist-feat=2-seed0")) == "new"
+
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "xent-mnist-feat=2-seed0: continued" in done.stdout
+    for loss in ("xent", "standalone"):
+        run_dir = str(tmp_path / "log" / f"{loss}-mnist-feat=2-seed0")
+        assert epochs_of(run_dir) == [1, 2, 3]
+        assert fresh_starts(run_dir) == 1
+
+
+def test_submitit_local_executor_runs_a_grid(tmp_path, data_dir):
+    pytest.importorskip("submitit")
+    argv = grid_argv(tmp_path, data_dir, losses=("cent",), extra=["--launcher", "submitit-local"])
+    assert sweep.main(argv) == 0
+    run_dir = str(tmp_path / "log" / "cent-mnist-feat=2-seed0")
+    assert sweep.state_of(run_dir) == "finished" and epochs_of(run_dir) == [1]
+    assert os.listdir(tmp_path / "log" / "submitit")  # submitit's own job files
+
+
+# ----------------------------------------------------------------------------- results
+
+def make_run(root, loss, dataset, feat_dim, seed, accs, seconds, epochs=None):
+    """A hand-made run directory: args.json and metrics.jsonl, nothing else."""
+    run_dir = root / f"{loss}-{dataset}-feat={feat_dim}-seed{seed}"
+    run_dir.mkdir(parents=True)
+    args = {"loss": loss, "dataset": dataset, "feat_dim": feat_dim, "seed": seed,
+            "epochs": epochs or len(accs), "name": f"seed{seed}", "log_dir": str(root),
+            "model": "resnet"}
+    (run_dir / "args.json").write_text(json.dumps(args))
+    (run_dir / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": i + 1, "val_acc": a, "seconds": s}) + "\n"
+        for i, (a, s) in enumerate(zip(accs, seconds))))
+    return str(run_dir)
+
+
+def test_results_table_from_run_directories(tmp_path):
+    dirs = [
+        make_run(tmp_path, "xent", "mnist", 2, 0, [0.5, 0.990], [60, 60]),
+        make_run(tmp_path, "xent", "mnist", 2, 1, [0.5, 0.992], [90, 90]),
+        make_run(tmp_path, "xent", "mnist", 2, 2, [0.5, 0.994], [120, 120]),
+        make_run(tmp_path, "standalone", "mnist", 2, 0, [0.9, 0.9915], [30, 30]),
+        make_run(tmp_path, "standalone", "mnist", 2, 1, [0.99], [30], epochs=2),  # unfinished
+        make_run(tmp_path, "margin", "mnist", 2, 0, [0.97], [45]),  # not in the published table
+    ]
+    table = sweep.results_table(dirs + [str(tmp_path / "README.md")])
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:3]):
+            [c.strip() for c in line.strip("|").split("|")[3:]]
+            for line in table.strip().splitlines()[2:]}
+    # mean 0.992, sample std 0.002, 0.1 points above 0.991; minutes (2 + 3 + 4) / 3
+    assert rows[("xent", "mnist", "2")] == ["0.991", "0.9920 ± 0.0020 (n=3)", "+0.10", "2", "3.0"]
+    assert rows[("standalone", "mnist", "2")] == ["0.994", "0.9915 ± 0.0000 (n=1)", "-0.25", "2", "1.0"]
+    assert rows[("margin", "mnist", "2")] == ["-", "0.9700 ± 0.0000 (n=1)", "-", "1", "0.8"]
+    assert rows[("cent", "cifar10", "128")] == ["0.858", "not run", "-", "-", "-"]
+    assert len(rows) == len(sweep.PUBLISHED) + 1
+    order = [k for k in rows]
+    assert order.index(("xent", "mnist", "2")) < order.index(("standalone", "mnist", "2")) \
+        < order.index(("margin", "mnist", "2")) < order.index(("xent", "mnist", "128"))
+
+
+def test_gallery_and_export(tmp_path):
+    log = tmp_path / "log"
+    dirs = [make_run(log, "standalone", "mnist", 2, 0, [0.99], [1]),
+            make_run(log, "xent", "fashion-mnist", 128, 0, [0.92], [1]),
+            make_run(log, "xent", "mnist", 2, 1, [0.9], [1], epochs=3)]  # unfinished: left out
+    md = sweep.gallery(dirs, "imgs").strip().splitlines()
+    assert len(md) == 4
+    assert md[2] == ("| standalone | mnist | 2 | 0.9900 | "
+                     "![standalone-mnist-feat=2-seed0 train](imgs/standalone-mnist-feat=2-seed0/train.gif) | "
+                     "![standalone-mnist-feat=2-seed0 val](imgs/standalone-mnist-feat=2-seed0/val.gif) |")
+    assert "imgs/xent-fashion-mnist-feat=128-seed0/val.png" in md[3]
+    (log / "standalone-mnist-feat=2-seed0" / "last.pt").write_bytes(b"x")
+    copied = sweep.export(dirs, str(tmp_path / "results"))
+    assert [os.path.basename(c) for c in copied] == ["standalone-mnist-feat=2-seed0",
+                                                    "xent-fashion-mnist-feat=128-seed0"]
+    assert sorted(os.listdir(copied[0])) == ["args.json", "metrics.jsonl"]
