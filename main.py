@@ -1,4 +1,5 @@
-"""Train and evaluate xent, cent or standalone center loss; write the run directory.
+"""Train and evaluate an objective (xent, cent, standalone center loss, ...; see losses/);
+write the run directory.
 
     python main.py --loss standalone --dataset mnist --feat-dim 2
     torchrun --nproc-per-node 2 main.py --loss cent --dataset cifar10
@@ -20,7 +21,8 @@ from tqdm import tqdm
 
 import datasets
 import visualize
-from losses import OBJECTIVES, build_objective, center_statistics, class_means, nearest_center
+from losses import (OBJECTIVES, build_objective, center_statistics, class_means, declared,
+                    flag_help, hyper_problems, nearest_center, resolve_hypers)
 from models import MODELS, build_model
 from utils import (OneLineParser, RunLog, UserError, atomic_write_text, load_checkpoint,
                    loss_terms, pick_device, rng_state, save_checkpoint, seed_everything,
@@ -40,15 +42,12 @@ def build_parser():
                       "feature space form.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("objective")
     g.add_argument("--loss", default="standalone", choices=list(OBJECTIVES))
-    g.add_argument("--weight-cent", "--weight_cent", type=float, default=1.0,
-                   help="cent: weight of the center loss")
-    g.add_argument("--weight-intra", "--weight_intra", type=float, default=1.0,
-                   help="standalone: weight of the intra (center) term")
-    g.add_argument("--weight-inter", "--weight_inter", type=float, default=0.1,
-                   help="standalone: weight of the log-inter term")
-    g.add_argument("--inter-delta", "--inter_delta", "--delta", dest="inter_delta", type=float,
-                   default=1.0, help="standalone: log(delta + d^2); 1 as in the reference runs, "
-                   "tiny for the formula as printed")
+    # Each objective's hyperparameters, as the registry declares them. Not given, a flag is
+    # absent here and check_args fills in the chosen loss's own default.
+    for name, decls in declared().items():
+        h = decls[0][1]
+        g.add_argument(*h.flags, dest=name, type=h.type, choices=h.choices,
+                       default=argparse.SUPPRESS, help=flag_help(decls))
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="mnist", type=datasets.canonical_name,
                    choices=list(datasets.DATASETS), help="cifar-10 is accepted for cifar10")
@@ -125,8 +124,10 @@ def check_args(args, parser):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
-    for flag in ("weight_cent", "weight_intra", "weight_inter", "inter_delta", "weight_decay",
-                 "momentum"):
+    vars(args).update(resolve_hypers(args.loss, vars(args)))
+    for problem in hyper_problems(args.loss, vars(args)):
+        parser.error(problem)
+    for flag in ("weight_decay", "momentum"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must not be negative, got {getattr(args, flag)}")
     for flag in ("lr", "lr_cent", "gamma"):
@@ -183,9 +184,9 @@ def build_net(args, num_classes, channels, image_size, device):
     """The feature extractor and objective of the flags as one Net on the device, and the
     optimizer over both."""
     model = build_model(args.model, args.feat_dim, channels, image_size)
-    objective = build_objective(args.loss, num_classes, args.feat_dim, weight_cent=args.weight_cent,
-                                weight_intra=args.weight_intra, weight_inter=args.weight_inter,
-                                delta=args.inter_delta)
+    # the loss's own hyperparameters; a run older than one of them gets its default
+    objective = build_objective(args.loss, num_classes, args.feat_dim,
+                                **{name: getattr(args, name, None) for name in declared()})
     if args.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = Net(model, objective, torch.bfloat16 if args.amp else None)

@@ -29,9 +29,11 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 import datasets
+import losses
 from utils import OneLineParser, UserError, atomic_write, error_exit, loss_terms, read_jsonl
 
-LOSS_ORDER = ("xent", "cent", "standalone")
+LOSS_ORDER = ("xent", "cent", "standalone", "center-push", "center-softmax", "margin", "cosface",
+              "arcface")
 FPS = 4            # GIF frames per second
 HOLD_LAST_MS = 2000  # how long the GIF shows its last frame before looping
 
@@ -450,12 +452,10 @@ def draw_run(run_dir, out_dir, projection="pca"):
 # ----------------------------------------------------------------------------- results table
 
 def weights(args):
-    if args["loss"] == "cent":
-        return f"w_cent={args['weight_cent']:g}"
-    if args["loss"] == "standalone":
-        return (f"w_intra={args['weight_intra']:g}, w_inter={args['weight_inter']:g}, "
-                f"delta={args['inter_delta']:g}")
-    return "-"
+    """The run's loss's hyperparameters as the registry declares them (`w_cent=1`), "-" for
+    none; a run older than a hyperparameter shows its default."""
+    return losses.describe_hypers(args["loss"], args)
+
 
 
 def summarize(run_dir):
@@ -481,7 +481,7 @@ def rank(name, order):
 
 def results_table(run_dirs):
     """A Markdown table of the runs, one row each, sorted by dataset, feat_dim, then loss
-    (xent, cent, standalone). Plain files among run_dirs (log/README.md in log/*) are skipped."""
+    (LOSS_ORDER). Plain files among run_dirs (log/README.md in log/*) are skipped."""
     rows = [row for _, row in sorted((summarize(d) for d in run_dirs if not os.path.isfile(d)),
                                      key=lambda kr: kr[0])]
     if not rows:

@@ -201,6 +201,19 @@ def test_results_table_parses_back_to_the_metrics(tmp_path, real_runs):
     assert by_run["cent-mnist-feat=128"]["model"] == "lenet"
 
 
+def test_results_table_orders_the_new_objectives_after_the_three(tmp_path):
+    losses = ["arcface", "margin", "xent", "cosface", "center-softmax", "standalone",
+              "center-push", "cent", "some-future-loss"]
+    dirs = [fake_run(tmp_path, loss, epochs=1, n=40, seed=i) for i, loss in enumerate(losses)]
+    rows = parse_table(visualize.results_table(dirs))
+    assert [r["loss"] for r in rows] == ["xent", "cent", "standalone", "center-push",
+                                         "center-softmax", "margin", "cosface", "arcface",
+                                         "some-future-loss"]
+    by_loss = {r["loss"]: r for r in rows}
+    assert by_loss["cosface"]["weights"] == "scale=64, margin=0.35"  # defaults: not in the args
+    assert by_loss["some-future-loss"]["weights"] == "-"
+
+
 def test_cli_draws_and_prints_the_table(tmp_path, capsys):
     run_dir = fake_run(tmp_path / "log", "xent", "fashion-mnist", 8, epochs=2)
     visualize.main([run_dir, "--out-dir", str(tmp_path / "imgs")])
