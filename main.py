@@ -22,7 +22,7 @@ from tqdm import tqdm
 import datasets
 import visualize
 from losses import (OBJECTIVES, build_objective, center_statistics, class_means, declared,
-                    flag_help, hyper_problems, nearest_center, resolve_hypers)
+                    flag_help, hyper_problems, nearest_center, resolve_hypers, retrieval_metrics)
 from models import MODELS, build_model
 from utils import (OneLineParser, RunLog, UserError, atomic_write_text, load_checkpoint,
                    loss_terms, pick_device, rng_state, save_checkpoint, seed_everything,
@@ -366,13 +366,15 @@ def extract_features(model, split, ddp, feat_dim, batch_size=128, memory_format=
 @torch.inference_mode()
 def evaluate(objective, train_features, train_labels, val_features, val_labels, num_classes):
     """Accuracies on whole splits. `nc`: nearest center, with the objective's centers or,
-    where it has none (xent), the class means of the epoch's train features."""
+    where it has none (xent), the class means of the epoch's train features. Retrieval
+    metrics (precision@1, R-precision, MAP@R) of the val features among themselves."""
     centers = objective.centers
     centers = class_means(train_features, train_labels, num_classes) if centers is None else centers.detach()
     stats = {"train_nc_acc": (nearest_center(train_features, centers) == train_labels).double().mean().item()}
     if val_features is not None:
         stats["val_acc"] = (objective.predict(val_features) == val_labels).double().mean().item()
         stats["val_nc_acc"] = (nearest_center(val_features, centers) == val_labels).double().mean().item()
+        stats.update({f"val_{k}": v for k, v in retrieval_metrics(val_features, val_labels).items()})
         stats.update({f"val_{k}": v for k, v in
                       center_statistics(val_features, val_labels, centers).items()})
     return stats, centers
@@ -387,6 +389,9 @@ def format_line(record, args):
     line += f"  train acc {record['train_acc']:.4f}"
     if record.get("val_acc") is not None:
         line += f"  val acc {record['val_acc']:.4f} (nearest center {record['val_nc_acc']:.4f})"
+    if record.get("val_map_at_r") is not None:
+        line += (f"  P@1 {record['val_precision_at_1']:.4f} R-prec {record['val_r_precision']:.4f}"
+                 f" MAP@R {record['val_map_at_r']:.4f}")
     return line + f"  {record['seconds']:.1f}s"
 
 

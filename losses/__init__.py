@@ -15,6 +15,7 @@ from .evaluate import accuracy, center_statistics, class_means, nearest_center, 
 from .hyper import SHARED, Hyper
 from .margin import MarginLoss
 from .margin_softmax import ArcFaceLoss, CosFaceLoss
+from .retrieval import retrieval_metrics
 from .softmax import HEAD_LOSSES, SoftmaxLoss
 from .standalone import StandaloneCenterLoss
 
@@ -168,5 +169,5 @@ def build_objective(name, num_classes, feat_dim, **hyper):
 __all__ = ["CenterLoss", "StandaloneCenterLoss", "SoftmaxLoss", "CenterPushLoss",
            "CenterSoftmaxLoss", "MarginLoss", "CosFaceLoss", "ArcFaceLoss", "Hyper", "Objective",
            "OBJECTIVES", "build_objective", "declared", "flag_help", "resolve_hypers", "hyper_problems",
-           "describe_hypers", "accuracy", "center_statistics",
+           "describe_hypers", "retrieval_metrics", "accuracy", "center_statistics",
            "class_means", "nearest_center", "squared_distances"]
