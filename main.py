@@ -38,7 +38,7 @@ RESUMABLE_FLAGS = {"resume", "epochs", "device", "data_dir", "download", "progre
 # ----------------------------------------------------------------------------- flags
 
 def build_parser():
-    p = OneLineParser(description="Train xent, cent or standalone center loss and watch the "
+    p = OneLineParser(description="Train a feature-learning objective (--loss) and watch the "
                       "feature space form.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("objective")
     g.add_argument("--loss", default="standalone", choices=list(OBJECTIVES))

@@ -51,6 +51,15 @@ def test_shared_flag_resolves_to_each_loss_default():
     assert (parse().head_loss, parse("--loss", "xent").head_loss) == (None, "ce")
 
 
+def test_build_net_without_resolved_hyperparameters():
+    """Args that never went through check_args (bench.py) or an old run's args.json without
+    the newer names: build_net gives the objective its defaults."""
+    args = main.build_parser().parse_args(["--loss", "cent", "--model", "lenet"])
+    assert not hasattr(args, "weight_cent")
+    net, _ = main.build_net(args, 10, 1, 28, "cpu")
+    assert (net.objective.weight_cent, net.objective.head_loss) == (1.0, "ce")
+
+
 def test_build_objective_takes_its_own_and_ignores_the_others():
     o = build_objective("arcface", 5, 3, margin=0.3, scale=None, weight_cent=7.0)
     assert (o.margin, o.scale) == (0.3, 64.0)
