@@ -1,4 +1,5 @@
-"""Train and evaluate xent, cent or standalone center loss; write the run directory.
+"""Train and evaluate an objective (xent, cent, standalone center loss, ...; see losses/);
+write the run directory.
 
     python main.py --loss standalone --dataset mnist --feat-dim 2
     torchrun --nproc-per-node 2 main.py --loss cent --dataset cifar10
@@ -21,7 +22,8 @@ from tqdm import tqdm
 import datasets
 import recipes
 import visualize
-from losses import OBJECTIVES, build_objective, center_statistics, class_means, nearest_center
+from losses import (OBJECTIVES, build_objective, center_statistics, class_means, declared,
+                    flag_help, hyper_problems, nearest_center, resolve_hypers, retrieval_metrics)
 from models import MODELS, build_model
 from utils import (OneLineParser, RunLog, UserError, atomic_write_text, is_locked,
                    load_checkpoint, lock_run_dir, loss_terms, pick_device, rng_state,
@@ -38,23 +40,18 @@ RESUMABLE_FLAGS = {"resume", "epochs", "device", "data_dir", "download", "progre
 # ----------------------------------------------------------------------------- flags
 
 def build_parser():
-    p = OneLineParser(description="Train xent, cent or standalone center loss and watch the "
+    p = OneLineParser(description="Train a feature-learning objective (--loss) and watch the "
                       "feature space form.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--recipe", default="reference", choices=list(recipes.RECIPES),
                    help="preset of training settings (recipes.py); flags you type override it")
     g = p.add_argument_group("objective")
     g.add_argument("--loss", default="standalone", choices=list(OBJECTIVES))
-    g.add_argument("--label-smoothing", "--label_smoothing", type=float, default=0.0,
-                   help="xent, cent: label smoothing of the cross-entropy")
-    g.add_argument("--weight-cent", "--weight_cent", type=float, default=1.0,
-                   help="cent: weight of the center loss")
-    g.add_argument("--weight-intra", "--weight_intra", type=float, default=1.0,
-                   help="standalone: weight of the intra (center) term")
-    g.add_argument("--weight-inter", "--weight_inter", type=float, default=0.1,
-                   help="standalone: weight of the log-inter term")
-    g.add_argument("--inter-delta", "--inter_delta", "--delta", dest="inter_delta", type=float,
-                   default=1.0, help="standalone: log(delta + d^2); 1 as in the reference runs, "
-                   "tiny for the formula as printed")
+    # Each objective's hyperparameters, as the registry declares them. Not given, a flag is
+    # absent here and check_args fills in the chosen loss's own default.
+    for name, decls in declared().items():
+        h = decls[0][1]
+        g.add_argument(*h.flags, dest=name, type=h.type, choices=h.choices,
+                       default=argparse.SUPPRESS, help=flag_help(decls))
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="mnist", type=datasets.canonical_name,
                    choices=list(datasets.DATASETS), help="cifar-10 is accepted for cifar10")
@@ -142,14 +139,14 @@ def check_args(args, parser):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
-    for flag in ("weight_cent", "weight_intra", "weight_inter", "inter_delta", "weight_decay",
-                 "momentum", "warmup_epochs", "label_smoothing"):
+    vars(args).update(resolve_hypers(args.loss, vars(args)))
+    for problem in hyper_problems(args.loss, vars(args)):
+        parser.error(problem)
+    for flag in ("weight_decay", "momentum", "warmup_epochs"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must not be negative, got {getattr(args, flag)}")
     if args.ema_decay is not None and not 0 <= args.ema_decay < 1:
         parser.error(f"--ema-decay must be in [0, 1) (0: off), got {args.ema_decay}")
-    if args.label_smoothing >= 1:
-        parser.error(f"--label-smoothing must be below 1, got {args.label_smoothing}")
     for flag in ("lr", "lr_cent", "gamma"):
         value = getattr(args, flag)
         if value is not None and not value > 0:
@@ -204,9 +201,9 @@ def build_net(args, num_classes, channels, image_size, device):
     """The feature extractor and objective of the flags as one Net on the device, and the
     optimizer over both."""
     model = build_model(args.model, args.feat_dim, channels, image_size)
-    objective = build_objective(args.loss, num_classes, args.feat_dim, weight_cent=args.weight_cent,
-                                weight_intra=args.weight_intra, weight_inter=args.weight_inter,
-                                delta=args.inter_delta, label_smoothing=args.label_smoothing)
+    # the loss's own hyperparameters; a run older than one of them gets its default
+    objective = build_objective(args.loss, num_classes, args.feat_dim,
+                                **{name: getattr(args, name, None) for name in declared()})
     if args.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = Net(model, objective, torch.bfloat16 if args.amp else None)
@@ -431,13 +428,15 @@ def extract_features(model, split, ddp, feat_dim, batch_size=128, memory_format=
 @torch.inference_mode()
 def evaluate(objective, train_features, train_labels, val_features, val_labels, num_classes):
     """Accuracies on whole splits. `nc`: nearest center, with the objective's centers or,
-    where it has none (xent), the class means of the epoch's train features."""
+    where it has none (xent), the class means of the epoch's train features. Retrieval
+    metrics (precision@1, R-precision, MAP@R) of the val features among themselves."""
     centers = objective.centers
     centers = class_means(train_features, train_labels, num_classes) if centers is None else centers.detach()
     stats = {"train_nc_acc": (nearest_center(train_features, centers) == train_labels).double().mean().item()}
     if val_features is not None:
         stats["val_acc"] = (objective.predict(val_features) == val_labels).double().mean().item()
         stats["val_nc_acc"] = (nearest_center(val_features, centers) == val_labels).double().mean().item()
+        stats.update({f"val_{k}": v for k, v in retrieval_metrics(val_features, val_labels).items()})
         stats.update({f"val_{k}": v for k, v in
                       center_statistics(val_features, val_labels, centers).items()})
     return stats, centers
@@ -452,6 +451,9 @@ def format_line(record, args):
     line += f"  train acc {record['train_acc']:.4f}"
     if record.get("val_acc") is not None:
         line += f"  val acc {record['val_acc']:.4f} (nearest center {record['val_nc_acc']:.4f})"
+    if record.get("val_map_at_r") is not None:
+        line += (f"  P@1 {record['val_precision_at_1']:.4f} R-prec {record['val_r_precision']:.4f}"
+                 f" MAP@R {record['val_map_at_r']:.4f}")
     return line + f"  {record['seconds']:.1f}s"
 
 

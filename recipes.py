@@ -6,6 +6,7 @@ resolved values. `reference` is the published runs' settings, i.e. the parser's 
 
     python main.py --recipe fast --loss standalone --dataset fashion-mnist --feat-dim 2
 """
+from losses import declared, hypers_of, resolve_hypers
 
 RECIPES = {
     # 100 epochs, SGD lr 0.01 momentum 0.9, ReduceLROnPlateau on val accuracy: the defaults.
@@ -28,8 +29,15 @@ RECIPES = {
 
 def apply_recipe(args, explicit):
     """Fill in the flags of args.recipe that the user did not type (names in `explicit`).
+    An objective's hyperparameter is set only where the chosen loss uses it (label smoothing
+    for xent and cent with the cross-entropy head), so args.json shows what was used.
     Returns args, changed in place."""
+    own = {h.name: h for h in hypers_of(args.loss)}
+    values = resolve_hypers(args.loss, vars(args))  # the loss's own, defaults filled in
     for key, value in RECIPES[args.recipe].items():
-        if key not in explicit:
-            setattr(args, key, value)
+        if key in explicit:
+            continue
+        if key in declared() and (key not in own or not own[key].applies(values)):
+            continue
+        setattr(args, key, value)
     return args

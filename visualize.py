@@ -29,9 +29,11 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 import datasets
+import losses
 from utils import OneLineParser, UserError, atomic_write, error_exit, loss_terms, read_jsonl
 
-LOSS_ORDER = ("xent", "cent", "standalone")
+LOSS_ORDER = ("xent", "cent", "standalone", "center-push", "center-softmax", "margin", "cosface",
+              "arcface")
 FPS = 4            # GIF frames per second
 HOLD_LAST_MS = 2000  # how long the GIF shows its last frame before looping
 
@@ -327,6 +329,8 @@ def draw_curves(records, path, args):
     ax.plot(*series(records, "val_acc"), color="tab:orange", marker=".", label="val")
     ax.plot(*series(records, "train_nc_acc"), color="tab:blue", ls="--", label="train, nearest center")
     ax.plot(*series(records, "val_nc_acc"), color="tab:orange", ls="--", label="val, nearest center")
+    if any(r.get("val_map_at_r") is not None for r in records):
+        ax.plot(*series(records, "val_map_at_r"), color="tab:purple", marker=".", label="val MAP@R")
     ax.set(title="accuracy", ylabel="accuracy")
 
     ax = axes[2]
@@ -450,12 +454,12 @@ def draw_run(run_dir, out_dir, projection="pca"):
 # ----------------------------------------------------------------------------- results table
 
 def weights(args):
-    if args["loss"] == "cent":
-        return f"w_cent={args['weight_cent']:g}"
-    if args["loss"] == "standalone":
-        return (f"w_intra={args['weight_intra']:g}, w_inter={args['weight_inter']:g}, "
-                f"delta={args['inter_delta']:g}")
-    return "-"
+    """The run's loss's hyperparameters as the registry declares them (`w_cent=1`), "-" for
+    none; a run older than a hyperparameter shows its default."""
+    return losses.describe_hypers(args["loss"], args)
+
+
+RETRIEVAL_COLUMNS = {"final P@1": "val_precision_at_1", "final MAP@R": "val_map_at_r"}
 
 
 def summarize(run_dir):
@@ -463,10 +467,14 @@ def summarize(run_dir):
     args, records = read_run(run_dir, need_metrics=False)
     val = [r["val_acc"] for r in records if r.get("val_acc") is not None]
     done, planned = (records[-1]["epoch"] if records else 0), args.get("epochs")
+    # retrieval metrics of the last evaluation (None: runs older than them have none)
+    last = next((r for r in reversed(records) if r.get("val_map_at_r") is not None), None)
     row = {"loss": args["loss"], "dataset": args["dataset"], "feat_dim": str(args["feat_dim"]),
            "model": args.get("model", "?"),
            "best val acc": f"{max(val):.4f}" if val else "-",
            "final val acc": f"{val[-1]:.4f}" if val else "-",
+           **{column: f"{last[key]:.4f}" if last else None
+              for column, key in RETRIEVAL_COLUMNS.items()},
            "epochs": str(done) if done == planned else f"{done}/{planned}",
            "weights": weights(args), "run": os.path.basename(os.path.normpath(run_dir))}
     key = (rank(args["dataset"], list(datasets.DATASETS)), args["feat_dim"],
@@ -481,12 +489,15 @@ def rank(name, order):
 
 def results_table(run_dirs):
     """A Markdown table of the runs, one row each, sorted by dataset, feat_dim, then loss
-    (xent, cent, standalone). Plain files among run_dirs (log/README.md in log/*) are skipped."""
+    (LOSS_ORDER). Plain files among run_dirs (log/README.md in log/*) are skipped. The
+    retrieval columns (final P@1 and MAP@R) appear when a run has them ("-" for those without)."""
     rows = [row for _, row in sorted((summarize(d) for d in run_dirs if not os.path.isfile(d)),
                                      key=lambda kr: kr[0])]
     if not rows:
         raise UserError("no run directories given")
-    columns = list(rows[0])
+    columns = [c for c in rows[0] if c not in RETRIEVAL_COLUMNS
+               or any(r[c] is not None for r in rows)]
+    rows = [{c: r[c] if r[c] is not None else "-" for c in columns} for r in rows]
     width = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
     line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
     out = [line(c.ljust(width[c]) for c in columns),

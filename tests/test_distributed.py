@@ -17,7 +17,15 @@ from main import Net
 from models import build_model
 from utils import read_jsonl
 
-OBJECTIVES = ["xent", "cent", "standalone"]
+# every --loss, and the other heads of xent and cent: name -> (loss, hyperparameters)
+OBJECTIVES = {
+    "xent": ("xent", {}), "cent": ("cent", {}), "standalone": ("standalone", {}),
+    "center-push": ("center-push", {}), "center-softmax": ("center-softmax", {"weight_intra": 0.5}),
+    "margin": ("margin", {"margin": 0.01}),  # the initial features are small: some pairs inside
+    "cosface": ("cosface", {}), "arcface": ("arcface", {}),
+    "focal": ("xent", {"head_loss": "focal"}), "cent-hinge": ("cent", {"head_loss": "hinge"}),
+    "label-smoothing": ("xent", {"label_smoothing": 0.1}),
+}
 B = 6  # per rank
 
 
@@ -32,7 +40,9 @@ def step(name, x, y, wrap=None):
     """One SGD step of LeNet++ + objective (float64) from a fixed initial state: the loss
     (averaged over ranks) and the updated parameters."""
     torch.manual_seed(0)
-    net = Net(build_model("lenet", 2, 1, 28), build_objective(name, 4, 2, delta=0.5)).double()
+    loss, hyper = OBJECTIVES[name]
+    objective = build_objective(loss, 4, 2, inter_delta=0.5, **hyper)
+    net = Net(build_model("lenet", 2, 1, 28), objective).double()
     module = wrap(net) if wrap else net
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     _, terms = module(x, y)

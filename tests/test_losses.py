@@ -94,7 +94,7 @@ def test_standalone_gradient_matches_loops(delta):
 def test_gradcheck(name):
     torch.manual_seed(0)
     objective = build_objective(name, 3, 2, weight_cent=0.5, weight_intra=1.0, weight_inter=0.2,
-                                delta=0.5).double()
+                                inter_delta=0.5).double()
     x = torch.randn(7, 2, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 1, 2, 0, 1, 2, 2])
     params = [p for p in objective.parameters()]
@@ -181,8 +181,8 @@ def test_registry():
     assert set(build_objective("xent", 10, 2)(torch.zeros(4, 2), torch.arange(4))) == {"loss", "xent"}
     assert set(build_objective("cent", 10, 2)(torch.zeros(4, 2), torch.arange(4))) == {
         "loss", "xent", "center"}
-    s = build_objective("standalone", 10, 2, weight_intra=2.0, weight_inter=0.5, delta=0.1)
+    s = build_objective("standalone", 10, 2, weight_intra=2.0, weight_inter=0.5, inter_delta=0.1)
     assert (s.weight_intra, s.weight_inter, s.delta) == (2.0, 0.5, 0.1)
-    with pytest.raises(ValueError, match="xent, cent, standalone"):
-        build_objective("arcface", 10, 2)
+    with pytest.raises(ValueError, match="xent, cent, standalone, center-push"):
+        build_objective("softmax", 10, 2)
 

@@ -53,6 +53,7 @@ def test_end_to_end(tmp_path, data_dir, loss, dataset, model):
     terms = {"xent": ["xent"], "cent": ["xent", "center"], "standalone": ["intra", "inter"]}[loss]
     for r in records:
         for key in ["lr", "train_loss", "train_acc", "train_nc_acc", "val_acc", "val_nc_acc",
+                    "val_precision_at_1", "val_r_precision", "val_map_at_r",
                     "seconds"] + [f"train_{t}" for t in terms]:
             assert isinstance(r[key], float) and math.isfinite(r[key]), key
         assert finite_numbers(list(r.values()))
@@ -62,7 +63,7 @@ def test_end_to_end(tmp_path, data_dir, loss, dataset, model):
 
     with open(os.path.join(run_dir, "train.log")) as f:
         log = f.read()
-    assert "epoch   1/2" in log and "epoch   2/2" in log and "val acc" in log
+    assert "epoch   1/2" in log and "epoch   2/2" in log and "val acc" in log and "MAP@R" in log
 
     # The checkpoint loads into a fresh model and objective and reproduces the final val acc.
     umask = os.umask(0)
@@ -80,6 +81,44 @@ def test_end_to_end(tmp_path, data_dir, loss, dataset, model):
         features = main.extract_features(net, val, main.Dist(), 2)
         acc = (objective.predict(features) == val.labels).double().mean().item()
     assert acc == pytest.approx(records[-1]["val_acc"])
+
+
+@pytest.mark.parametrize("loss,flags,terms,recorded", [
+    ("center-push", [], ["intra", "inter"], {"alpha": 0.01, "weight_inter": 1.0, "inter_delta": 1.0}),
+    ("center-softmax", ["--weight-intra", "0.01"], ["xent", "intra"],
+     {"center_gamma": 1.0, "weight_intra": 0.01}),
+    ("margin", [], ["intra", "inter"], {"margin": 100.0, "weight_inter": 0.1}),
+    ("cosface", [], ["cosface"], {"scale": 64.0, "margin": 0.35}),
+    ("arcface", ["--scale", "16"], ["arcface"], {"scale": 16.0, "margin": 0.5}),
+    ("xent", ["--head-loss", "focal"], ["focal"], {"head_loss": "focal", "focal_gamma": 2.0}),
+    ("cent", ["--head_loss", "hinge", "--weight_cent", "0.5"], ["hinge", "center"],
+     {"head_loss": "hinge", "weight_cent": 0.5}),
+    ("xent", ["--label-smoothing", "0.1"], ["xent"], {"label_smoothing": 0.1, "head_loss": "ce"}),
+])
+def test_each_objective_trains_one_epoch(tmp_path, data_dir, loss, flags, terms, recorded):
+    """Every --loss (and head loss) from main.py: finite terms that sum to the loss, the
+    retrieval metrics, its hyperparameters resolved into args.json (per-loss defaults of a
+    shared flag such as --margin included), and a checkpoint that reproduces the accuracy."""
+    run_dir = run_main(tmp_path, data_dir, "--loss", loss, "--epochs", "1", "--subset", "256", *flags)
+    with open(os.path.join(run_dir, "args.json")) as f:
+        saved = json.load(f)
+    assert {k: saved[k] for k in recorded} == recorded
+    (r,) = read_metrics(run_dir)
+    assert finite_numbers(list(r.values()))
+    assert r["train_loss"] == pytest.approx(sum(r[f"train_{t}"] for t in terms), rel=1e-5)
+    assert not set(k[6:] for k in r if k.startswith("train_")) - {*terms, "loss", "acc", "nc_acc"}
+    for key in ("val_acc", "val_nc_acc", "val_precision_at_1", "val_r_precision", "val_map_at_r"):
+        assert 0.0 <= r[key] <= 1.0, key
+    ckpt = load_checkpoint(os.path.join(run_dir, "last.pt"))
+    val = datasets.load_split("mnist", data_dir, False, "cpu", subset=256, download=False)
+    net = build_model("resnet", 2, 1, 28).to(memory_format=torch.channels_last)
+    net.load_state_dict(ckpt["model"])
+    objective = build_objective(loss, 10, 2, **{k: v for k, v in saved.items() if k in recorded})
+    objective.load_state_dict(ckpt["objective"])
+    with torch.inference_mode():
+        features = main.extract_features(net, val, main.Dist(), 2, 64, torch.channels_last)
+        acc = (objective.predict(features) == val.labels).double().mean().item()
+    assert acc == pytest.approx(r["val_acc"])
 
 
 def test_learns_the_generated_classes(tmp_path, data_dir):

@@ -27,10 +27,13 @@ def test_reference_is_the_parsers_defaults():
 
 def test_fast_preset_resolves_and_typed_flags_override_it():
     fast = recipes.RECIPES["fast"]
-    args = parse("--recipe", "fast")
+    args = parse("--recipe", "fast", "--loss", "xent")
     for key, value in fast.items():
         assert getattr(args, key) == value, key
     assert fast["epochs"] <= 10
+    # an objective's hyperparameter only where the loss uses it
+    assert parse("--recipe", "fast", "--loss", "standalone").label_smoothing is None
+    assert parse("--recipe", "fast", "--loss", "cent", "--head-loss", "focal").label_smoothing == 0.0
     # what the user types wins, whatever its position and spelling
     args = parse("--lr", "0.2", "--recipe", "fast", "--max_epoch", "3", "--ema-decay", "0",
                  "--no-nesterov")
@@ -45,7 +48,7 @@ def test_args_json_records_the_resolved_values(tmp_path, data_dir):
         "--batch-size", "64", "--model", "lenet"]))
     with open(os.path.join(run_dir, "args.json")) as f:
         saved = json.load(f)
-    expected = dict(recipes.RECIPES["fast"], epochs=1, lr=0.001, recipe="fast")
+    expected = dict(recipes.RECIPES["fast"], epochs=1, lr=0.001, recipe="fast", label_smoothing=None)
     assert {k: saved[k] for k in expected} == expected
 
 

@@ -199,6 +199,28 @@ def test_results_table_parses_back_to_the_metrics(tmp_path, real_runs):
     assert by_run["cent-mnist-feat=2"]["weights"] == "w_cent=1"
     assert by_run["standalone-cifar10-feat=128"]["weights"] == "w_intra=1, w_inter=0.1, delta=1"
     assert by_run["cent-mnist-feat=128"]["model"] == "lenet"
+    # retrieval columns: the last evaluation's, "-" for runs without them (the fake ones)
+    for d in dirs[:-1]:
+        row, last = by_run[os.path.basename(d)], read_metrics(d)[-1]
+        if "val_map_at_r" in last:
+            assert float(row["final MAP@R"]) == pytest.approx(last["val_map_at_r"], abs=5e-5)
+            assert float(row["final P@1"]) == pytest.approx(last["val_precision_at_1"], abs=5e-5)
+        else:
+            assert row["final MAP@R"] == row["final P@1"] == "-"
+
+
+def test_results_table_orders_the_new_objectives_after_the_three(tmp_path):
+    losses = ["arcface", "margin", "xent", "cosface", "center-softmax", "standalone",
+              "center-push", "cent", "some-future-loss"]
+    dirs = [fake_run(tmp_path, loss, epochs=1, n=40, seed=i) for i, loss in enumerate(losses)]
+    rows = parse_table(visualize.results_table(dirs))
+    assert [r["loss"] for r in rows] == ["xent", "cent", "standalone", "center-push",
+                                         "center-softmax", "margin", "cosface", "arcface",
+                                         "some-future-loss"]
+    assert "final MAP@R" not in rows[0]  # no run has retrieval metrics: no such column
+    by_loss = {r["loss"]: r for r in rows}
+    assert by_loss["cosface"]["weights"] == "scale=64, margin=0.35"  # defaults: not in the args
+    assert by_loss["some-future-loss"]["weights"] == "-"
 
 
 def test_cli_draws_and_prints_the_table(tmp_path, capsys):
