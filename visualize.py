@@ -177,8 +177,7 @@ class ScatterFigure:
         self.fig = Figure(figsize=(7.6, 6.2), dpi=dpi)
         FigureCanvasAgg(self.fig)
         ax = self.ax = self.fig.add_axes([0.11, 0.08, 0.66, 0.84])
-        ax.set_xlim(limits[0], limits[1])
-        ax.set_ylim(limits[2], limits[3])
+        self.set_limits(limits)
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -194,6 +193,10 @@ class ScatterFigure:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
                   fontsize=10, handletextpad=0.3, borderaxespad=0.0)
         self.title = ax.set_title("", fontsize=11)
+
+    def set_limits(self, limits):
+        self.ax.set_xlim(limits[0], limits[1])
+        self.ax.set_ylim(limits[2], limits[3])
 
     def render(self, points, labels, centers, title):
         labels = np.asarray(labels, dtype=np.int64)
