@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 import datasets
+import tboard
 import visualize
 from losses import OBJECTIVES, build_objective, center_statistics, class_means, nearest_center
 from models import MODELS, build_model
@@ -30,7 +31,7 @@ SCHEDULERS = ("plateau", "step", "cosine", "none")
 # Flags that may differ from the checkpoint's on --resume: they do not change what is computed
 # (or, for --epochs, only how far the run goes).
 RESUMABLE_FLAGS = {"resume", "epochs", "device", "data_dir", "download", "progress", "plots",
-                   "img_dir", "log_interval", "log_dir"}
+                   "img_dir", "log_interval", "log_dir", "tensorboard"}
 
 
 # ----------------------------------------------------------------------------- flags
@@ -104,6 +105,8 @@ def build_parser():
                    help="tqdm progress bar (default: when stderr is a terminal)")
     g.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
                    help="draw the GIFs and PNGs at the end")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard events to <run>/tb/ (needs the tensorboard package)")
     return p
 
 
@@ -301,7 +304,8 @@ def check_finite(term_log, names, params, epoch, first_step, ddp):
                          f"{first_step + len(term_log)}")
 
 
-def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, stop=None, bar=True):
+def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, stop=None, bar=True,
+                    tb=None):
     """One pass over the training split. Everything is accumulated on the device and read
     every --log-interval steps (progress, non-finite check) and once at the end.
     Returns the epoch's mean loss terms, train accuracy, and the features computed during
@@ -334,10 +338,11 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
             correct += (net.objective.predict(f) == y).sum()
         if (step + 1) % args.log_interval == 0 or step + 1 == steps:
             check_finite(term_log[checked:step + 1], names, params, epoch, checked, ddp)
+            recent = dict(zip(names, term_log[checked:step + 1].mean(0).tolist()))
             checked = step + 1
-            progress.set_postfix({k: f"{v:.4g}" for k, v in
-                                  zip(names, term_log[max(0, step + 1 - args.log_interval):step + 1]
-                                      .mean(0).tolist())}, refresh=False)
+            progress.set_postfix({k: f"{v:.4g}" for k, v in recent.items()}, refresh=False)
+            if tb is not None:  # rank 0's terms, already on the host: no extra sync
+                tb.step_terms(recent, (epoch - 1) * steps + step + 1)
         if stop is not None and stop.signal is not None:
             raise Interrupted(f"stopped by signal {stop.signal} at epoch {epoch}, step {step + 1}")
     progress.close()
@@ -448,6 +453,8 @@ def train(args, explicit):
     if args.batch_size % ddp.world_size:
         raise UserError(f"--batch-size {args.batch_size} is not divisible by the "
                         f"{ddp.world_size} ranks")
+    if getattr(args, "tensorboard", False):
+        tboard.summary_writer()  # missing package: one line, exit 2, before any file is touched
     if args.sync_bn and device.type != "cuda":
         raise UserError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
     if device.type == "cuda":
@@ -501,6 +508,11 @@ def train(args, explicit):
     snap_train = visualize.snapshot_indices(len(train_split), args.feat_dim, args.snapshot_size)
     snap_val = visualize.snapshot_indices(len(val_split), args.feat_dim, args.snapshot_size)
     bar = ddp.main and (args.progress if args.progress is not None else sys.stderr.isatty())
+    tb = None
+    if getattr(args, "tensorboard", False) and ddp.main:
+        # from its first global step on, TensorBoard drops what a stopped run wrote (tboard.py)
+        first_step = start_epoch * (len(train_split) // args.batch_size) + 1
+        tb = tboard.Board(run_dir, vars(args), purge_step=first_step)
 
     with StopRequest() as stop:
         try:
@@ -508,7 +520,7 @@ def train(args, explicit):
                 t0 = time.perf_counter()
                 lr = optimizer.param_groups[0]["lr"]
                 stats, train_features, seen = train_one_epoch(
-                    step_net, net, optimizer, train_split, spec, epoch, args, ddp, stop, bar)
+                    step_net, net, optimizer, train_split, spec, epoch, args, ddp, stop, bar, tb)
                 evaluating = epoch % args.eval_every == 0 or epoch == args.epochs
                 val_features = None
                 if evaluating:
@@ -550,6 +562,8 @@ def train(args, explicit):
                         save_checkpoint(state, os.path.join(run_dir, "best.pt"))
                     log.metrics(record)
                     log.info(format_line(record, args))
+                    if tb is not None:
+                        tb.epoch(record)  # after the checkpoint; frames drawn in a background thread
         except Interrupted as e:
             done = history[-1]["epoch"] if history else 0
             raise Interrupted(f"{e}; epoch {done} is the last saved; continue with: "
@@ -562,6 +576,9 @@ def train(args, explicit):
         final = history[-1]
         log.info(f"done: final val acc {final.get('val_acc')}, best {best['val_acc']} "
                  f"(epoch {best['epoch']})")
+        if tb is not None:
+            tb.embedding(val_split.images[snap_val])
+            tb.close()
         if args.plots:
             out = os.path.join(args.img_dir, os.path.basename(run_dir))
             try:
