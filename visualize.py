@@ -4,6 +4,7 @@ and the results table over many runs.
     python visualize.py log/<run> [log/<run2> ...]   # redraw imgs/<run>/ from the run directory
     python visualize.py log/<run> --projection tsne  # high-D features: pca (default), tsne, umap
     python visualize.py --table log/*                # Markdown table of many runs
+    python visualize.py --tensorboard log/<run>      # TensorBoard events in log/<run>/tb/ (tboard.py)
 
 What a run gets in imgs/<run>/:
     train.gif, val.gif   feat_dim 2: one frame per epoch (val: the evaluated epochs), fixed axes
@@ -510,6 +511,8 @@ def build_parser():
                    help="features above 2-D: how to embed them in 2-D")
     p.add_argument("--table", action="store_true",
                    help="print a Markdown table of the runs instead of drawing")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write the runs' TensorBoard events into RUN_DIR/tb/ instead of drawing")
     return p
 
 
@@ -518,6 +521,11 @@ def main(argv=None):
     try:
         if args.table:
             print(results_table(args.runs), end="")
+            return
+        if args.tensorboard:
+            import tboard  # it imports this module
+            for run in args.runs:
+                print(tboard.replay(run), flush=True)
             return
         for run in args.runs:
             out = os.path.join(args.out_dir, os.path.basename(os.path.normpath(run)))
