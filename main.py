@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 import datasets
 import recipes
+import tboard
 import visualize
 from losses import (OBJECTIVES, build_objective, center_statistics, class_means, declared,
                     flag_help, hyper_problems, nearest_center, resolve_hypers, retrieval_metrics)
@@ -34,7 +35,7 @@ PER_STEP_SCHEDULERS = ("warmup-cosine",)  # stepped after every batch, not every
 # Flags that may differ from the checkpoint's on --resume: they do not change what is computed
 # (or, for --epochs, only how far the run goes).
 RESUMABLE_FLAGS = {"resume", "epochs", "device", "data_dir", "download", "progress", "plots",
-                   "img_dir", "log_interval", "log_dir"}
+                   "img_dir", "log_interval", "log_dir", "tensorboard"}
 
 
 # ----------------------------------------------------------------------------- flags
@@ -117,6 +118,8 @@ def build_parser():
                    help="tqdm progress bar (default: when stderr is a terminal)")
     g.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
                    help="draw the GIFs and PNGs at the end")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard events to <run>/tb/ (needs the tensorboard package)")
     return p
 
 
@@ -359,7 +362,7 @@ def check_finite(term_log, names, params, epoch, first_step, ddp):
 
 
 def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, stop=None, bar=True,
-                    scheduler=None, averaged=None):
+                    scheduler=None, averaged=None, tb=None):
     """One pass over the training split. Everything is accumulated on the device and read
     every --log-interval steps (progress, non-finite check) and once at the end. After every
     step: the per-step `scheduler` (if any) and the weight average `averaged` (if any).
@@ -397,10 +400,11 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
             correct += (net.objective.predict(f) == y).sum()
         if (step + 1) % args.log_interval == 0 or step + 1 == steps:
             check_finite(term_log[checked:step + 1], names, params, epoch, checked, ddp)
+            recent = dict(zip(names, term_log[checked:step + 1].mean(0).tolist()))
             checked = step + 1
-            progress.set_postfix({k: f"{v:.4g}" for k, v in
-                                  zip(names, term_log[max(0, step + 1 - args.log_interval):step + 1]
-                                      .mean(0).tolist())}, refresh=False)
+            progress.set_postfix({k: f"{v:.4g}" for k, v in recent.items()}, refresh=False)
+            if tb is not None:  # rank 0's terms, already on the host: no extra sync
+                tb.step_terms(recent, (epoch - 1) * steps + step + 1)
         if stop is not None and stop.signal is not None:
             raise Interrupted(f"stopped by signal {stop.signal} at epoch {epoch}, step {step + 1}")
     progress.close()
@@ -522,6 +526,8 @@ def train(args, explicit):
     if args.batch_size % ddp.world_size:
         raise UserError(f"--batch-size {args.batch_size} is not divisible by the "
                         f"{ddp.world_size} ranks")
+    if getattr(args, "tensorboard", False):
+        tboard.summary_writer()  # missing package: one line, exit 2, before any file is touched
     if args.sync_bn and device.type != "cuda":
         raise UserError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
     if device.type == "cuda":
@@ -580,6 +586,11 @@ def train(args, explicit):
     snap_train = visualize.snapshot_indices(len(train_split), args.feat_dim, args.snapshot_size)
     snap_val = visualize.snapshot_indices(len(val_split), args.feat_dim, args.snapshot_size)
     bar = ddp.main and (args.progress if args.progress is not None else sys.stderr.isatty())
+    tb = None
+    if getattr(args, "tensorboard", False) and ddp.main:
+        # from its first global step on, TensorBoard drops what a stopped run wrote (tboard.py)
+        first_step = start_epoch * (len(train_split) // args.batch_size) + 1
+        tb = tboard.Board(run_dir, vars(args), purge_step=first_step)
 
     with StopRequest() as stop:
         try:
@@ -588,7 +599,7 @@ def train(args, explicit):
                 lr = optimizer.param_groups[0]["lr"]
                 stats, train_features, seen = train_one_epoch(
                     step_net, net, optimizer, train_split, spec, epoch, args, ddp, stop, bar,
-                    scheduler if per_step else None, averaged)
+                    scheduler if per_step else None, averaged, tb)
                 evaluating = epoch % args.eval_every == 0 or epoch == args.epochs
                 val_features = None
                 if evaluating:
@@ -631,6 +642,8 @@ def train(args, explicit):
                         save_checkpoint(state, os.path.join(run_dir, "best.pt"))
                     log.metrics(record)
                     log.info(format_line(record, args))
+                    if tb is not None:
+                        tb.epoch(record)  # after the checkpoint; frames drawn in a background thread
         except Interrupted as e:
             done = history[-1]["epoch"] if history else 0
             raise Interrupted(f"{e}; epoch {done} is the last saved; continue with: "
@@ -643,6 +656,9 @@ def train(args, explicit):
         final = history[-1]
         log.info(f"done: final val acc {final.get('val_acc')}, best {best['val_acc']} "
                  f"(epoch {best['epoch']})")
+        if tb is not None:
+            tb.embedding(val_split.images[snap_val])
+            tb.close()
         if args.plots:
             out = os.path.join(args.img_dir, os.path.basename(run_dir))
             try:

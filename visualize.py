@@ -4,6 +4,7 @@ and the results table over many runs.
     python visualize.py log/<run> [log/<run2> ...]   # redraw imgs/<run>/ from the run directory
     python visualize.py log/<run> --projection tsne  # high-D features: pca (default), tsne, umap
     python visualize.py --table log/*                # Markdown table of many runs
+    python visualize.py --tensorboard log/<run>      # TensorBoard events in log/<run>/tb/ (tboard.py)
 
 What a run gets in imgs/<run>/:
     train.gif, val.gif   feat_dim 2: one frame per epoch (val: the evaluated epochs), fixed axes
@@ -179,8 +180,7 @@ class ScatterFigure:
         self.fig = Figure(figsize=(7.6, 6.2), dpi=dpi)
         FigureCanvasAgg(self.fig)
         ax = self.ax = self.fig.add_axes([0.11, 0.08, 0.66, 0.84])
-        ax.set_xlim(limits[0], limits[1])
-        ax.set_ylim(limits[2], limits[3])
+        self.set_limits(limits)
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -196,6 +196,10 @@ class ScatterFigure:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
                   fontsize=10, handletextpad=0.3, borderaxespad=0.0)
         self.title = ax.set_title("", fontsize=11)
+
+    def set_limits(self, limits):
+        self.ax.set_xlim(limits[0], limits[1])
+        self.ax.set_ylim(limits[2], limits[3])
 
     def render(self, points, labels, centers, title):
         labels = np.asarray(labels, dtype=np.int64)
@@ -518,6 +522,8 @@ def build_parser():
                    help="features above 2-D: how to embed them in 2-D")
     p.add_argument("--table", action="store_true",
                    help="print a Markdown table of the runs instead of drawing")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write the runs' TensorBoard events into RUN_DIR/tb/ instead of drawing")
     return p
 
 
@@ -526,6 +532,11 @@ def main(argv=None):
     try:
         if args.table:
             print(results_table(args.runs), end="")
+            return
+        if args.tensorboard:
+            import tboard  # it imports this module
+            for run in args.runs:
+                print(tboard.replay(run), flush=True)
             return
         for run in args.runs:
             out = os.path.join(args.out_dir, os.path.basename(os.path.normpath(run)))

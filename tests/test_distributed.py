@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from conftest import ROOT
@@ -93,7 +94,7 @@ def test_torchrun_matches_one_process(tmp_path, data_dir):
     # by the training dynamics; at lr 1e-3 they reach ~1e-3 after 16 steps, at 3e-4 ~5e-5.
     flags = ["main.py", "--loss", "standalone", "--model", "lenet", "--lr", "0.0003",
              "--epochs", "2", "--batch-size", "64", "--data-dir", data_dir, "--no-download",
-             "--no-progress", "--no-plots"]
+             "--no-progress", "--no-plots", "--tensorboard"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     ddp = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
@@ -126,3 +127,11 @@ def test_torchrun_matches_one_process(tmp_path, data_dir):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = records("ddp")
     assert [r["epoch"] for r in after] == [1, 2, 3] and after[:2] == first_two
+
+    # TensorBoard: only rank 0 writes (one event file per launch), the resumed curve goes on
+    tb = tmp_path / "ddp" / "standalone-mnist-feat=2" / "tb"
+    assert len([f for f in os.listdir(tb) if f.startswith("events.out")]) == 2
+    acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("val/acc")] == [1, 2, 3]
+    assert [e.step for e in acc.Scalars("step/loss")] == [8, 16, 24]  # 8 steps < --log-interval
