@@ -1,12 +1,9 @@
 import torch
-from torch import nn
 
-from .center import CenterLoss
-from .evaluate import nearest_center, squared_distances
-from .standalone import gather_batch
+from .standalone import StandaloneCenterLoss
 
 
-class MarginLoss(nn.Module):
+class MarginLoss(StandaloneCenterLoss):
     """The third alternative of the standalone-center-loss study: the inter term truncated by
     a margin instead of a log (the study set it aside: the margin is arbitrary). It is the
     contrastive loss's push (Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning
@@ -24,25 +21,10 @@ class MarginLoss(nn.Module):
     """
 
     def __init__(self, num_classes, feat_dim, weight_intra=1.0, weight_inter=0.1, margin=100.0):
-        super().__init__()
-        self.center_loss = CenterLoss(num_classes, feat_dim)
-        self.weight_intra, self.weight_inter, self.margin = weight_intra, weight_inter, margin
-
-    @property
-    def centers(self):
-        return self.center_loss.centers
+        super().__init__(num_classes, feat_dim, weight_intra, weight_inter)
+        self.margin = margin
 
     def inter(self, features, labels):
-        all_features, all_labels = gather_batch(features, labels)
-        d2 = squared_distances(features, all_features)
-        different = labels.unsqueeze(1) != all_labels.unsqueeze(0)  # excludes i == j too
+        d2, different = self.pairs(features, labels)
         hinge = torch.relu(self.margin - d2)
         return torch.where(different, hinge, torch.zeros_like(hinge)).sum() / features.shape[0]
-
-    def forward(self, features, labels):
-        intra = self.weight_intra * self.center_loss(features, labels)
-        inter = self.weight_inter * self.inter(features, labels)
-        return {"loss": intra + inter, "intra": intra, "inter": inter}
-
-    def predict(self, features):
-        return nearest_center(features, self.centers)

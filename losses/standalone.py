@@ -51,10 +51,16 @@ class StandaloneCenterLoss(nn.Module):
     def centers(self):
         return self.center_loss.centers
 
-    def inter(self, features, labels):
+    @staticmethod
+    def pairs(features, labels):
+        """Squared distances of this rank's samples (rows) to the global batch (columns), and
+        the mask of the pairs of different classes (which excludes i == j)."""
         all_features, all_labels = gather_batch(features, labels)
         d2 = squared_distances(features, all_features)
-        different = labels.unsqueeze(1) != all_labels.unsqueeze(0)  # excludes i == j too
+        return d2, labels.unsqueeze(1) != all_labels.unsqueeze(0)
+
+    def inter(self, features, labels):
+        d2, different = self.pairs(features, labels)
         # The log is taken of masked entries made harmless (1), then dropped: with delta = 0
         # a same-class or diagonal d^2 of 0 would otherwise give -inf and a NaN gradient.
         safe = torch.where(different, d2, torch.ones_like(d2))
