@@ -209,12 +209,9 @@ def summary_line(run_dir):
 # ----------------------------------------------------------------------------- results
 
 def finished_runs(run_dirs):
-    """(args, records) of the finished runs among run_dirs; plain files are skipped."""
-    out = []
-    for d in run_dirs:
-        if os.path.isdir(d) and state_of(d) == "finished":
-            out.append(visualize.read_run(d))
-    return out
+    """(run name, args, records) of the finished runs among run_dirs; plain files are skipped."""
+    return [(os.path.basename(os.path.normpath(d)), *visualize.read_run(d))
+            for d in run_dirs if os.path.isdir(d) and state_of(d) == "finished"]
 
 
 def results_table(run_dirs, published=PUBLISHED):
@@ -223,7 +220,7 @@ def results_table(run_dirs, published=PUBLISHED):
     accuracy, sample std, n), the difference in points, epochs and minutes per run
     (training + evaluation, from metrics.jsonl's seconds)."""
     groups = {}
-    for args, records in finished_runs(run_dirs):
+    for _, args, records in finished_runs(run_dirs):
         key = (args["loss"], args["dataset"], args["feat_dim"])
         groups.setdefault(key, []).append((args, records))
     keys = sorted(set(groups) | set(published),
@@ -263,9 +260,7 @@ def gallery(run_dirs, img_dir="imgs"):
     """Markdown, laid out as the published gallery: one row per loss and dataset, the train
     and val GIF (2-D) or PNG (above 2-D) of each run."""
     cells = []
-    for args, records in finished_runs(run_dirs):
-        name = os.path.basename(os.path.normpath(args.get("resume") or
-                                                 os.path.join(args["log_dir"], main_run_name(args))))
+    for name, args, records in finished_runs(run_dirs):
         ext = "gif" if args["feat_dim"] <= 2 else "png"
         key = (visualize.rank(args["dataset"], list(visualize.datasets.DATASETS)),
                visualize.rank(args["loss"], visualize.LOSS_ORDER), args["feat_dim"], name)
@@ -278,11 +273,6 @@ def gallery(run_dirs, img_dir="imgs"):
         out.append(f"| {args['loss']} | {args['dataset']} | {args['feat_dim']} | "
                    f"{records[-1]['val_acc']:.4f} | {pics[0]} | {pics[1]} |")
     return "\n".join(out) + "\n"
-
-
-def main_run_name(args):
-    return (f"{args['loss']}-{args['dataset']}-feat={args['feat_dim']}"
-            + (f"-{args['name']}" if args.get("name") else ""))
 
 
 def export(run_dirs, out_dir):
