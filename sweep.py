@@ -4,8 +4,8 @@
         --feat-dim 2 128 --seed 0 1 2 -- --recipe fast --data-dir DIR
     python sweep.py ... --dry-run              # the main.py commands, and what each run needs
     python sweep.py ... --launcher slurm --partition gpu --time 60 --gpus 1
-    python sweep.py --table log/*-seed*        # ours (mean ± std over seeds) vs published
-    python sweep.py --gallery log/*-seed0      # Markdown: train / val GIFs (PNGs above 2-D)
+    python sweep.py --table results/*          # ours (mean ± std over seeds) vs published
+    python sweep.py --gallery results/*-seed0  # Markdown: train / val GIFs (PNGs above 2-D)
     python sweep.py --export results log/*-seed*   # args.json + metrics.jsonl -> results/<run>/
 
 Everything after `--` goes to main.py. Run k of the grid is log/<loss>-<dataset>-feat=<d>-seed<s>/,
@@ -312,10 +312,12 @@ def build_parser():
     g.add_argument("--cpus", type=int, default=None, help="CPUs per job")
     g.add_argument("--mem-gb", "--mem_gb", type=int, default=None)
     g = p.add_argument_group("results")
-    g.add_argument("--table", nargs="*", metavar="RUN_DIR", default=None,
-                   help="print the results table of these run directories (default: the grid's)")
-    g.add_argument("--gallery", nargs="*", metavar="RUN_DIR", default=None,
-                   help="print the Markdown gallery of these run directories (default: the grid's)")
+    g.add_argument("runs", nargs="*", metavar="RUN_DIR",
+                   help="for --table, --gallery, --export: these run directories instead of the grid's")
+    g.add_argument("--table", action="store_true",
+                   help="print the results table (ours vs published) of the finished runs")
+    g.add_argument("--gallery", action="store_true",
+                   help="print the Markdown gallery of the finished runs")
     g.add_argument("--export", default=None, metavar="DIR",
                    help="copy args.json + metrics.jsonl of the finished runs to DIR/<run>/")
     g.add_argument("--img-dir", "--img_dir", default="imgs", help="where the gallery's pictures are")
@@ -340,16 +342,18 @@ def main(argv=None):
     flags = parse_flags(sys.argv[1:] if argv is None else argv)
     runs = grid(flags)
     try:
-        if flags.table is not None or flags.gallery is not None or flags.export:
-            dirs = lambda given: given or [r.dir for r in runs]  # noqa: E731
-            if flags.table is not None:
-                print(results_table(dirs(flags.table)), end="")
-            if flags.gallery is not None:
-                print(gallery(dirs(flags.gallery), flags.img_dir), end="")
+        if flags.table or flags.gallery or flags.export:
+            dirs = flags.runs or [r.dir for r in runs]
+            if flags.table:
+                print(results_table(dirs), end="")
+            if flags.gallery:
+                print(gallery(dirs, flags.img_dir), end="")
             if flags.export:
-                for path in export(dirs(flags.table or flags.gallery), flags.export):
+                for path in export(dirs, flags.export):
                     print(path)
             return 0
+        if flags.runs:
+            raise UserError("run directories are for --table, --gallery or --export")
         if flags.dry_run:
             for run in runs:
                 state = state_of(run.dir)
