@@ -234,10 +234,11 @@ def results_table(run_dirs, published=PUBLISHED):
                "published": f"{pub:.3f}" if pub is not None else "-"}
         if runs:
             acc = np.array([records[-1]["val_acc"] for _, records in runs])
-            std = acc.std(ddof=1) if len(acc) > 1 else 0.0
+            std = acc.std(ddof=1) if len(acc) > 1 else None
             minutes = np.mean([sum(r["seconds"] for r in records) / 60 for _, records in runs])
             epochs = sorted({records[-1]["epoch"] for _, records in runs})
-            row.update({"ours": f"{acc.mean():.4f} ± {std:.4f} (n={len(acc)})",
+            spread = f" ± {std:.4f}" if len(acc) > 1 else ""  # one seed has no spread
+            row.update({"ours": f"{acc.mean():.4f}{spread} (n={len(acc)})",
                         "diff (points)": f"{100 * (acc.mean() - pub):+.2f}" if pub is not None else "-",
                         "epochs": "/".join(map(str, epochs)),
                         "min/run": f"{minutes:.1f}"})
