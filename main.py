@@ -183,7 +183,7 @@ class Net(nn.Module):
 
 
 def resolve_auto(args, device):
-    """Fill in the flags whose default depends on the device. bench.py measured, on a 2-core
+    """Fill in the flags whose default depends on the device. bench/train_step.py measured, on a 2-core
     CPU: channels_last 1.2x faster training steps and evaluation (fp32)."""
     if args.channels_last is None:
         args.channels_last = device.type == "cpu" or args.amp
@@ -191,7 +191,7 @@ def resolve_auto(args, device):
 
 
 def eval_batch_size(args, device):
-    """Evaluation batch: large on CUDA; on CPU the training batch, which bench.py measured
+    """Evaluation batch: large on CUDA; on CPU the training batch, which bench/train_step.py measured
     1.6-3.3x faster than batches of 1024 (those fall out of the caches)."""
     return 1024 if device.type == "cuda" else args.batch_size
 

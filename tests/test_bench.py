@@ -1,4 +1,4 @@
-"""bench.py end to end on small generated MNIST files: it runs, prints its table and writes
+"""bench/train_step.py end to end on small generated MNIST files: it runs, prints its table and writes
 the JSON with a positive, finite number for every measure of every (model, loss). Timings
 are never asserted: they depend on the machine."""
 import json
@@ -16,7 +16,7 @@ MEASURES = ["ours_img_s", "baseline_img_s", "ratio", "flops_per_image", "achieve
 
 
 def run_bench(*flags, timeout=600):  # a guard against hanging, not a timing
-    return subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), *flags], cwd=ROOT,
+    return subprocess.run([sys.executable, os.path.join(ROOT, "bench", "train_step.py"), *flags], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 

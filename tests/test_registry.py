@@ -52,7 +52,7 @@ def test_shared_flag_resolves_to_each_loss_default():
 
 
 def test_build_net_without_resolved_hyperparameters():
-    """Args that never went through check_args (bench.py) or an old run's args.json without
+    """Args that never went through check_args (bench/train_step.py) or an old run's args.json without
     the newer names: build_net gives the objective its defaults."""
     args = main.build_parser().parse_args(["--loss", "cent", "--model", "lenet"])
     assert not hasattr(args, "weight_cent")

@@ -1,9 +1,9 @@
 """Throughput of the project's training step against a conventional DataLoader baseline,
 its FLOP rate, and the per-epoch cost of evaluation, snapshots and checkpoints.
 
-    python bench.py                       # LeNet++ and the ResNet, standalone and cent, batch 128
-    python bench.py --quick --fake        # smoke run on generated data, well under a minute
-    python bench.py --amp --channels-last --compile --threads 1   # also time those options
+    python bench/train_step.py                       # LeNet++ and the ResNet, standalone and cent, batch 128
+    python bench/train_step.py --quick --fake        # smoke run on generated data, well under a minute
+    python bench/train_step.py --amp --channels-last --compile --threads 1   # also time those options
 
 "ours" is the project's own code: main.Net, main.build_optimizer and main.train_one_epoch
 over datasets.train_batches (the whole split as uint8 on the device, batched augmentation),
@@ -33,13 +33,14 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
-import datasets
-import main
-import visualize
-from losses import build_objective
-from models import MODELS, build_model
-from tests import fakedata
-from utils import UserError, pick_device, rng_state, save_checkpoint
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import datasets  # noqa: E402
+import fakedata  # noqa: E402
+import main  # noqa: E402
+import visualize  # noqa: E402
+from losses import build_objective  # noqa: E402
+from models import MODELS, build_model  # noqa: E402
+from utils import UserError, pick_device, rng_state, save_checkpoint  # noqa: E402
 
 TRAIN_IMAGES, VAL_IMAGES, NUM_CLASSES = 60000, 10000, 10  # full MNIST, for per-epoch estimates
 LOSSES = ("standalone", "cent", "xent")
@@ -423,7 +424,7 @@ def fixed_width(report, columns):
 
 def table(report):
     meta, rates = report["meta"], report["rates"]
-    lines = [f"bench.py  {meta['date']}  torch {meta['torch']}  device {meta['device']}  "
+    lines = [f"train_step.py  {meta['date']}  torch {meta['torch']}  device {meta['device']}  "
              f"threads {meta['threads']}  cores {meta['cores']}  data {meta['data']}",
              f"batch {meta['batch_size']}  feat-dim {meta['feat_dim']}  steps {meta['steps']} x "
              f"repeats {meta['repeats']} (medians, interleaved)  baseline workers {meta['workers']}  "
@@ -496,7 +497,7 @@ def parse_flags(argv=None):
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     p.add_argument("--data-dir", default="./data", help="holds MNIST/raw in torchvision's layout")
-    p.add_argument("--fake", action="store_true", help="generated images of MNIST's shape, tests/fakedata.py (smoke runs)")
+    p.add_argument("--fake", action="store_true", help="generated images of MNIST's shape, fakedata.py (smoke runs)")
     p.add_argument("--quick", action="store_true", help="tiny step counts: a smoke run under a minute")
     p.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default 30, quick 3)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, quick 2)")
@@ -551,7 +552,7 @@ def run(flags):
             train = datasets.load_split("mnist", flags.data_dir, True, device, download=False)
             val = datasets.load_split("mnist", flags.data_dir, False, device, download=False)
         except UserError:
-            raise UserError(f"MNIST not found in {flags.data_dir}: bench.py reads "
+            raise UserError(f"MNIST not found in {flags.data_dir}: bench/train_step.py reads "
                             f"{os.path.join(flags.data_dir, 'MNIST', 'raw')}/{{train,t10k}}-"
                             "{images-idx3,labels-idx1}-ubyte and never downloads; pass --data-dir, "
                             "or --fake for generated data of MNIST's shape") from None
