@@ -15,7 +15,6 @@ import sys
 import time
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
@@ -26,12 +25,12 @@ import visualize
 from losses import (OBJECTIVES, build_objective, center_statistics, class_means, declared,
                     flag_help, hyper_problems, nearest_center, resolve_hypers, retrieval_metrics)
 from models import MODELS, build_model
-from utils import (OneLineParser, RunLog, UserError, atomic_write_text, is_locked,
+from optim import (PER_STEP_SCHEDULERS, SCHEDULERS, build_averaged, build_optimizer,
+                   build_scheduler)
+from utils import (Dist, OneLineParser, RunLog, UserError, atomic_write_text, is_locked,
                    load_checkpoint, lock_run_dir, loss_terms, pick_device, rng_state,
                    save_checkpoint, seed_everything, set_rng_state)
 
-SCHEDULERS = ("plateau", "step", "cosine", "warmup-cosine", "none")
-PER_STEP_SCHEDULERS = ("warmup-cosine",)  # stepped after every batch, not every epoch
 # Flags that may differ from the checkpoint's on --resume: they do not change what is computed
 # (or, for --epochs, only how far the run goes).
 RESUMABLE_FLAGS = {"resume", "epochs", "device", "data_dir", "download", "progress", "plots",
@@ -214,66 +213,6 @@ def build_net(args, num_classes, channels, image_size, device):
     return net, build_optimizer(args, model, objective)
 
 
-def build_optimizer(args, model, objective):
-    """SGD over the model and the objective; the centers in a group of their own (--lr-cent).
-    With --wd-exempt, BatchNorm weights, biases and centers (every parameter that is not a
-    conv or linear weight matrix) get no weight decay."""
-    decay = args.weight_decay
-    exempt = decay if not args.wd_exempt else 0.0
-    groups = {}  # (lr, weight decay, name) -> params
-
-    def add(p, lr, wd, name):
-        groups.setdefault((lr, wd, name), []).append(p)
-    for p in model.parameters():
-        add(p, args.lr, decay if p.ndim > 1 else exempt, "model")
-    for n, p in objective.named_parameters():
-        if n.endswith("centers"):
-            add(p, args.lr_cent or args.lr, exempt, "centers")
-        else:
-            add(p, args.lr, decay if p.ndim > 1 else exempt, "model")
-    return torch.optim.SGD([{"params": ps, "lr": lr, "weight_decay": wd, "name": name}
-                            for (lr, wd, name), ps in groups.items()],
-                           lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
-                           weight_decay=decay)
-
-
-def build_averaged(net, decay):
-    """The exponential moving average of the whole Net (model, objective, BatchNorm buffers)
-    that gets evaluated. Its decay warms up as min(decay, (1 + n) / (10 + n)) over the n
-    updates so far (as TensorFlow's ExponentialMovingAverage with num_updates), so a short run
-    is not dominated by the initial weights. The update count stays on the CPU and the decay
-    is a tensor: updating is no host-device sync."""
-    @torch.no_grad()
-    def ema(averaged, current, n):
-        d = torch.clamp((1 + n) / (10 + n), max=decay).to(averaged[0].device)
-        if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, 1 - d)
-        else:  # BatchNorm's num_batches_tracked
-            for a, c in zip(averaged, current):
-                a.copy_(c)
-    return torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=ema, use_buffers=True)
-
-
-def build_scheduler(args, optimizer, steps_per_epoch):
-    """Epoch-level schedulers, or (PER_STEP_SCHEDULERS) one stepped after every batch."""
-    if args.scheduler == "warmup-cosine":
-        total = args.epochs * steps_per_epoch
-        warmup = min(total - 1, round(args.warmup_epochs * steps_per_epoch))
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total - warmup)
-        if warmup <= 0:
-            return cosine
-        ramp = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0 / warmup, 1.0, warmup)
-        return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], [warmup])
-    if args.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=0.2, patience=10, threshold=0.1, threshold_mode="rel")
-    if args.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, args.step_size, args.gamma)
-    if args.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs)
-    return None
-
-
 class NonFiniteError(Exception):
     pass
 
@@ -300,39 +239,6 @@ class StopRequest:
     def __exit__(self, *exc):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
-
-
-# ----------------------------------------------------------------------------- distributed
-
-class Dist:
-    """rank / world size under torchrun (RANK in the environment), or 0 / 1."""
-
-    def __init__(self):
-        self.enabled = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.rank = int(os.environ.get("RANK", 0)) if self.enabled else 0
-        self.world_size = int(os.environ.get("WORLD_SIZE", 1)) if self.enabled else 1
-        self.local_rank = int(os.environ.get("LOCAL_RANK", 0)) if self.enabled else 0
-        self.main = self.rank == 0
-
-    def init(self, device):
-        if self.enabled and not dist.is_initialized():
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-    def sum(self, tensor):
-        if self.enabled:
-            dist.all_reduce(tensor)
-        return tensor
-
-    def max(self, tensor):
-        if self.enabled:
-            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return tensor
-
-    def close(self):
-        if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- one epoch

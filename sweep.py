@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 import visualize
-from utils import OneLineParser, UserError, error_exit, read_jsonl
+from utils import OneLineParser, UserError, error_exit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

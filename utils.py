@@ -9,6 +9,7 @@ import tempfile
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 
 UMASK = os.umask(0)
@@ -58,6 +59,37 @@ def set_rng_state(state):
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Dist:
+    """rank / world size under torchrun (RANK in the environment), or 0 / 1."""
+
+    def __init__(self):
+        self.enabled = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.rank = int(os.environ.get("RANK", 0)) if self.enabled else 0
+        self.world_size = int(os.environ.get("WORLD_SIZE", 1)) if self.enabled else 1
+        self.local_rank = int(os.environ.get("LOCAL_RANK", 0)) if self.enabled else 0
+        self.main = self.rank == 0
+
+    def init(self, device):
+        if self.enabled and not dist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def sum(self, tensor):
+        if self.enabled:
+            dist.all_reduce(tensor)
+        return tensor
+
+    def max(self, tensor):
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor
+
+    def close(self):
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def pick_device(name="auto", local_rank=0):

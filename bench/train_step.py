@@ -5,7 +5,7 @@ its FLOP rate, and the per-epoch cost of evaluation, snapshots and checkpoints.
     python bench/train_step.py --quick --fake        # smoke run on generated data, well under a minute
     python bench/train_step.py --amp --channels-last --compile --threads 1   # also time those options
 
-"ours" is the project's own code: main.Net, main.build_optimizer and main.train_one_epoch
+"ours" is the project's own code: main.Net, optim.build_optimizer and main.train_one_epoch
 over datasets.train_batches (the whole split as uint8 on the device, batched augmentation),
 on a split of exactly --steps batches. The baseline is the usual recipe, built here:
 torchvision.datasets.MNIST + per-image RandomRotation(5), ToTensor + DataLoader(num_workers =

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from losses import build_objective
-from main import build_optimizer
+from optim import build_optimizer
 
 
 def blobs(n, generator, num_classes=4, dim=8):

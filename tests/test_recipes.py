@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import main
+import optim
 import recipes
 from losses import build_objective
 from models import build_model
@@ -56,7 +57,7 @@ def test_warmup_cosine_is_stepped_per_batch():
     args = parse("--recipe", "fast", "--epochs", "3", "--warmup-epochs", "1", "--lr", "0.1")
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=args.lr)
     steps = 10
-    sched = main.build_scheduler(args, opt, steps)
+    sched = optim.build_scheduler(args, opt, steps)
     lrs = []
     for _ in range(3 * steps):
         lrs.append(opt.param_groups[0]["lr"])
@@ -72,7 +73,7 @@ def test_weight_decay_exempts_batchnorm_biases_and_centers():
     args = parse("--loss", "cent", "--weight-decay", "1e-3", "--wd-exempt", "--lr-cent", "0.5")
     model = build_model("resnet", 2, 1, 28)
     objective = build_objective("cent", 10, 2)
-    opt = main.build_optimizer(args, model, objective)
+    opt = optim.build_optimizer(args, model, objective)
     decay_of = {id(p): (g["weight_decay"], g["lr"]) for g in opt.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
     named.update({"objective." + n: p for n, p in objective.named_parameters()})
@@ -87,13 +88,13 @@ def test_weight_decay_exempts_batchnorm_biases_and_centers():
             assert (wd, lr) == (0.0, args.lr), name
     # without --wd-exempt every parameter decays, as torch's SGD does
     args = parse("--loss", "cent", "--weight-decay", "1e-3")
-    opt = main.build_optimizer(args, model, objective)
+    opt = optim.build_optimizer(args, model, objective)
     assert {g["weight_decay"] for g in opt.param_groups} == {1e-3}
 
 
 def test_weight_average_warms_up_its_decay():
     net = nn.Linear(1, 1, bias=False)
-    averaged = main.build_averaged(net, decay=0.9)
+    averaged = optim.build_averaged(net, decay=0.9)
     values = [1.0, 2.0, 4.0, 8.0, 16.0]
     expected = None
     for n, v in enumerate(values):
