@@ -21,8 +21,9 @@ RECIPES = {
         "nesterov": True,
         "weight_decay": 5e-4,
         "wd_exempt": True,             # no decay on BatchNorm, biases, centers
-        "label_smoothing": 0.1,        # the softmax losses (xent, cent) only
         "ema_decay": 0.998,            # evaluate an exponential moving average of the weights
+        # Label smoothing 0.1 was tried for xent and cent and dropped: on xent, MNIST, 2-D,
+        # 10,000 images, 3 epochs it cost 2.5 points (0.8935 with, 0.9190 without).
     },
 }
 

@@ -32,14 +32,19 @@ def test_fast_preset_resolves_and_typed_flags_override_it():
     for key, value in fast.items():
         assert getattr(args, key) == value, key
     assert fast["epochs"] <= 10
-    # an objective's hyperparameter only where the loss uses it
-    assert parse("--recipe", "fast", "--loss", "standalone").label_smoothing is None
-    assert parse("--recipe", "fast", "--loss", "cent", "--head-loss", "focal").label_smoothing == 0.0
     # what the user types wins, whatever its position and spelling
     args = parse("--lr", "0.2", "--recipe", "fast", "--max_epoch", "3", "--ema-decay", "0",
                  "--no-nesterov")
     assert (args.lr, args.epochs, args.ema_decay, args.nesterov) == (0.2, 3, 0.0, False)
     assert args.scheduler == fast["scheduler"]  # the rest still comes from the preset
+
+
+def test_a_preset_sets_an_objectives_hyperparameter_only_where_the_loss_uses_it(monkeypatch):
+    monkeypatch.setitem(recipes.RECIPES, "smooth", {"label_smoothing": 0.2, "lr": 0.3})
+    assert parse("--recipe", "smooth", "--loss", "xent").label_smoothing == 0.2
+    assert parse("--recipe", "smooth", "--loss", "standalone").label_smoothing is None
+    assert parse("--recipe", "smooth", "--loss", "cent", "--head-loss", "focal").label_smoothing == 0.0
+    assert parse("--recipe", "smooth", "--loss", "standalone").lr == 0.3
 
 
 def test_args_json_records_the_resolved_values(tmp_path, data_dir):
@@ -49,7 +54,7 @@ def test_args_json_records_the_resolved_values(tmp_path, data_dir):
         "--batch-size", "64", "--model", "lenet"]))
     with open(os.path.join(run_dir, "args.json")) as f:
         saved = json.load(f)
-    expected = dict(recipes.RECIPES["fast"], epochs=1, lr=0.001, recipe="fast", label_smoothing=None)
+    expected = dict(recipes.RECIPES["fast"], epochs=1, lr=0.001, recipe="fast")
     assert {k: saved[k] for k in expected} == expected
 
 
