@@ -120,8 +120,7 @@ def run_local(runs, jobs, out_dir):
     """Run the grid as subprocesses, `jobs` at a time; on CUDA, one device each. Returns the
     runs that failed, with the last line of their output."""
     os.makedirs(out_dir, exist_ok=True)
-    devices, free = cuda_devices(), None
-    free = list(devices) if devices else None
+    free = cuda_devices() or None  # the CUDA devices not in use; None: no GPU, no limit
     pending, running, failed = list(runs), {}, []
     while pending or running:
         while pending and len(running) < jobs and (free is None or free):
