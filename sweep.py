@@ -15,7 +15,6 @@ with --resume), and new otherwise. Kill the sweep at any moment and run it again
 unfinished runs continue from their last checkpoint, the finished ones are not run again.
 """
 import ctypes
-import fcntl
 import itertools
 import os
 import shutil
@@ -27,7 +26,7 @@ import time
 import numpy as np
 
 import visualize
-from utils import OneLineParser, UserError, error_exit
+from utils import OneLineParser, UserError, error_exit, wait_unlocked
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -63,15 +62,6 @@ def state_of(run_dir):
         return "started"
     done = records[-1]["epoch"] if records else 0
     return "finished" if done >= args.get("epochs", float("inf")) else "started"
-
-
-def wait_unlocked(run_dir):
-    """Block while another main.py trains in run_dir (it holds the run's lock)."""
-    path = os.path.join(run_dir, ".lock")
-    if os.path.exists(path):
-        with open(path) as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Run:

@@ -160,6 +160,15 @@ def is_locked(run_dir):
     return False
 
 
+def wait_unlocked(run_dir):
+    """Block while another process trains in run_dir (holds the lock of lock_run_dir)."""
+    path = os.path.join(run_dir, ".lock")
+    if os.path.exists(path):
+        with open(path) as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def save_checkpoint(state, path):
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
