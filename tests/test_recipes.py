@@ -27,7 +27,8 @@ def test_reference_is_the_parsers_defaults():
 
 
 def test_fast_preset_resolves_and_typed_flags_override_it():
-    fast = recipes.RECIPES["fast"]
+    fast = recipes.settings("fast", "xent")
+    assert "objectives" not in fast and fast["lr"] == recipes.RECIPES["fast"]["lr"]
     args = parse("--recipe", "fast", "--loss", "xent")
     for key, value in fast.items():
         assert getattr(args, key) == value, key
@@ -47,6 +48,21 @@ def test_a_preset_sets_an_objectives_hyperparameter_only_where_the_loss_uses_it(
     assert parse("--recipe", "smooth", "--loss", "standalone").lr == 0.3
 
 
+def test_a_preset_sets_an_objectives_own_values_for_that_objective_only(monkeypatch):
+    monkeypatch.setitem(recipes.RECIPES, "own", {"lr": 0.3, "objectives": {
+        "cosface": {"scale": 8.0, "margin": 0.2}, "center-push": {"weight_intra": 5.0}}})
+    args = parse("--recipe", "own", "--loss", "cosface")
+    assert (args.scale, args.margin, args.lr) == (8.0, 0.2, 0.3)
+    args = parse("--recipe", "own", "--loss", "arcface")  # not listed: the paper's values
+    assert (args.scale, args.margin, args.lr) == (64.0, 0.5, 0.3)
+    assert parse("--recipe", "own", "--loss", "center-push").weight_intra == 5.0
+    assert parse("--recipe", "own", "--loss", "standalone").weight_intra == 1.0
+    assert parse("--recipe", "own", "--loss", "xent").scale is None
+    # what the user types still wins
+    args = parse("--margin", "0.05", "--recipe", "own", "--loss", "cosface")
+    assert (args.scale, args.margin) == (8.0, 0.05)
+
+
 def test_args_json_records_the_resolved_values(tmp_path, data_dir):
     run_dir = main.train(*main.parse_args([
         "--recipe", "fast", "--epochs", "1", "--lr", "0.001", "--data-dir", data_dir,
@@ -54,7 +70,7 @@ def test_args_json_records_the_resolved_values(tmp_path, data_dir):
         "--batch-size", "64", "--model", "lenet"]))
     with open(os.path.join(run_dir, "args.json")) as f:
         saved = json.load(f)
-    expected = dict(recipes.RECIPES["fast"], epochs=1, lr=0.001, recipe="fast")
+    expected = dict(recipes.settings("fast", saved["loss"]), epochs=1, lr=0.001, recipe="fast")
     assert {k: saved[k] for k in expected} == expected
 
 
