@@ -32,7 +32,7 @@ RECIPES = {
             "cosface": {"scale": 16.0, "margin": 0.1},   # 0.475
             "arcface": {"scale": 16.0, "margin": 0.2},   # 0.576
             "margin": {"margin": 10.0},                  # 0.747; margin 100 went NaN
-            # exp(0.01 d^2) pulls 50x more weakly than d^2 near the center: 0.116 with
+            # exp(0.01 d^2) pulls 100x more weakly than d^2 near the center: 0.116 with
             # weight 1 (0.105 with a weaker push, NaN with weight 100, inf with alpha 0.05)
             "center-push": {"weight_intra": 10.0},       # 0.706
         },

@@ -234,16 +234,7 @@ def results_table(run_dirs, published=PUBLISHED):
         else:
             row.update({"ours": "not run", "diff (points)": "-", "epochs": "-", "min/run": "-"})
         rows.append(row)
-    return markdown(rows)
-
-
-def markdown(rows):
-    columns = list(rows[0])
-    width = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
-    line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
-    out = [line(c.ljust(width[c]) for c in columns), line("-" * width[c] for c in columns)]
-    out += [line(r[c].ljust(width[c]) for c in columns) for r in rows]
-    return "\n".join(out) + "\n"
+    return visualize.markdown(rows)
 
 
 def gallery(run_dirs, img_dir="imgs"):

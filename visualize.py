@@ -463,7 +463,8 @@ def weights(args):
     return losses.describe_hypers(args["loss"], args)
 
 
-RETRIEVAL_COLUMNS = {"final P@1": "val_precision_at_1", "final MAP@R": "val_map_at_r"}
+RETRIEVAL_COLUMNS = {"final P@1": "val_precision_at_1", "final R-prec": "val_r_precision",
+                     "final MAP@R": "val_map_at_r"}
 
 
 def summarize(run_dir):
@@ -494,18 +495,22 @@ def rank(name, order):
 def results_table(run_dirs):
     """A Markdown table of the runs, one row each, sorted by dataset, feat_dim, then loss
     (LOSS_ORDER). Plain files among run_dirs (log/README.md in log/*) are skipped. The
-    retrieval columns (final P@1 and MAP@R) appear when a run has them ("-" for those without)."""
+    retrieval columns (final P@1, R-precision and MAP@R) appear when a run has them ("-" for those without)."""
     rows = [row for _, row in sorted((summarize(d) for d in run_dirs if not os.path.isfile(d)),
                                      key=lambda kr: kr[0])]
     if not rows:
         raise UserError("no run directories given")
     columns = [c for c in rows[0] if c not in RETRIEVAL_COLUMNS
                or any(r[c] is not None for r in rows)]
-    rows = [{c: r[c] if r[c] is not None else "-" for c in columns} for r in rows]
+    return markdown([{c: r[c] if r[c] is not None else "-" for c in columns} for r in rows])
+
+
+def markdown(rows):
+    """A Markdown table of rows (dicts of strings with the same keys), columns aligned."""
+    columns = list(rows[0])
     width = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
     line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
-    out = [line(c.ljust(width[c]) for c in columns),
-           line("-" * width[c] for c in columns)]
+    out = [line(c.ljust(width[c]) for c in columns), line("-" * width[c] for c in columns)]
     out += [line(r[c].ljust(width[c]) for c in columns) for r in rows]
     return "\n".join(out) + "\n"
 

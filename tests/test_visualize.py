@@ -205,8 +205,9 @@ def test_results_table_parses_back_to_the_metrics(tmp_path, real_runs):
         if "val_map_at_r" in last:
             assert float(row["final MAP@R"]) == pytest.approx(last["val_map_at_r"], abs=5e-5)
             assert float(row["final P@1"]) == pytest.approx(last["val_precision_at_1"], abs=5e-5)
+            assert float(row["final R-prec"]) == pytest.approx(last["val_r_precision"], abs=5e-5)
         else:
-            assert row["final MAP@R"] == row["final P@1"] == "-"
+            assert row["final MAP@R"] == row["final P@1"] == row["final R-prec"] == "-"
 
 
 def test_results_table_orders_the_new_objectives_after_the_three(tmp_path):
