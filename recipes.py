@@ -1,7 +1,8 @@
 """Named presets of training settings: data, not code.
 
-A recipe is a set of flag values (by argparse dest). `--recipe NAME` fills in every flag the
-user did not type from the preset; flags the user types win, and args.json records the
+A recipe is a set of flag values (by argparse dest), and under "objectives" the values of
+one loss only (`settings` merges the two). `--recipe NAME` fills in every flag the user did
+not type from the preset; flags the user types win, and args.json records the
 resolved values. `reference` is the published runs' settings, i.e. the parser's defaults.
 
     python main.py --recipe fast --loss standalone --dataset fashion-mnist --feat-dim 2

@@ -495,7 +495,8 @@ def rank(name, order):
 def results_table(run_dirs):
     """A Markdown table of the runs, one row each, sorted by dataset, feat_dim, then loss
     (LOSS_ORDER). Plain files among run_dirs (log/README.md in log/*) are skipped. The
-    retrieval columns (final P@1, R-precision and MAP@R) appear when a run has them ("-" for those without)."""
+    retrieval columns (final P@1, R-precision and MAP@R) appear when a run has them ("-" for
+    those without)."""
     rows = [row for _, row in sorted((summarize(d) for d in run_dirs if not os.path.isfile(d)),
                                      key=lambda kr: kr[0])]
     if not rows:
