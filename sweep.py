@@ -204,32 +204,32 @@ def finished_runs(run_dirs):
 
 
 def results_table(run_dirs, published=PUBLISHED):
-    """Markdown: one row per (loss, dataset, feat_dim) of the published table and of the
-    finished runs, with the published accuracy, ours as mean ± std over seeds (final val
-    accuracy, sample std, n), the difference in points, epochs and minutes per run
+    """Markdown: one row per (loss, dataset, feat_dim) of the published table and per (loss,
+    dataset, feat_dim, epochs) of the finished runs (runs of another length are another
+    experiment, not another seed), with the published accuracy, ours as mean ± std over seeds
+    (final val accuracy, sample std, n), the difference in points, epochs and minutes per run
     (training + evaluation, from metrics.jsonl's seconds)."""
     groups = {}
     for _, args, records in finished_runs(run_dirs):
-        key = (args["loss"], args["dataset"], args["feat_dim"])
+        key = (args["loss"], args["dataset"], args["feat_dim"], records[-1]["epoch"])
         groups.setdefault(key, []).append((args, records))
-    keys = sorted(set(groups) | set(published),
-                  key=lambda k: (visualize.rank(k[1], list(visualize.datasets.DATASETS)), k[2],
-                                 visualize.rank(k[0], visualize.LOSS_ORDER)))
+    keys = set(groups) | {k + (None,) for k in published if not any(g[:3] == k for g in groups)}
+    keys = sorted(keys, key=lambda k: (visualize.rank(k[1], list(visualize.datasets.DATASETS)),
+                                       k[2], visualize.rank(k[0], visualize.LOSS_ORDER), k[3] or 0))
     rows = []
     for key in keys:
         runs = groups.get(key, [])
-        pub = published.get(key)
+        pub = published.get(key[:3])
         row = {"loss": key[0], "dataset": key[1], "feat_dim": str(key[2]),
                "published": f"{pub:.3f}" if pub is not None else "-"}
         if runs:
             acc = np.array([records[-1]["val_acc"] for _, records in runs])
             std = acc.std(ddof=1) if len(acc) > 1 else None
             minutes = np.mean([sum(r["seconds"] for r in records) / 60 for _, records in runs])
-            epochs = sorted({records[-1]["epoch"] for _, records in runs})
             spread = f" ± {std:.4f}" if len(acc) > 1 else ""  # one seed has no spread
             row.update({"ours": f"{acc.mean():.4f}{spread} (n={len(acc)})",
                         "diff (points)": f"{100 * (acc.mean() - pub):+.2f}" if pub is not None else "-",
-                        "epochs": "/".join(map(str, epochs)),
+                        "epochs": str(key[3]),
                         "min/run": f"{minutes:.1f}"})
         else:
             row.update({"ours": "not run", "diff (points)": "-", "epochs": "-", "min/run": "-"})

@@ -126,20 +126,24 @@ def test_results_table_from_run_directories(tmp_path):
         make_run(tmp_path, "standalone", "mnist", 2, 0, [0.9, 0.9915], [30, 30]),
         make_run(tmp_path, "standalone", "mnist", 2, 1, [0.99], [30], epochs=2),  # unfinished
         make_run(tmp_path, "margin", "mnist", 2, 0, [0.97], [45]),  # not in the published table
+        # a longer run of a row already there: a row of its own, not a fourth seed
+        make_run(tmp_path / "long", "xent", "mnist", 2, 0, [0.5, 0.6, 0.995], [60, 60, 60]),
     ]
     table = sweep.results_table(dirs + [str(tmp_path / "README.md")])
-    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:3]):
-            [c.strip() for c in line.strip("|").split("|")[3:]]
-            for line in table.strip().splitlines()[2:]}
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.strip().splitlines()]
+    assert cells[0][-2:] == ["epochs", "min/run"]
+    rows = {(*c[:3], c[-2]): c[3:-2] + [c[-1]] for c in cells[2:]}
     # mean 0.992, sample std 0.002, 0.1 points above 0.991; minutes (2 + 3 + 4) / 3
-    assert rows[("xent", "mnist", "2")] == ["0.991", "0.9920 ± 0.0020 (n=3)", "+0.10", "2", "3.0"]
-    assert rows[("standalone", "mnist", "2")] == ["0.994", "0.9915 (n=1)", "-0.25", "2", "1.0"]
-    assert rows[("margin", "mnist", "2")] == ["-", "0.9700 (n=1)", "-", "1", "0.8"]
-    assert rows[("cent", "cifar10", "128")] == ["0.858", "not run", "-", "-", "-"]
-    assert len(rows) == len(sweep.PUBLISHED) + 1
-    order = [k for k in rows]
+    assert rows[("xent", "mnist", "2", "2")] == ["0.991", "0.9920 ± 0.0020 (n=3)", "+0.10", "3.0"]
+    assert rows[("xent", "mnist", "2", "3")] == ["0.991", "0.9950 (n=1)", "+0.40", "3.0"]
+    assert rows[("standalone", "mnist", "2", "2")] == ["0.994", "0.9915 (n=1)", "-0.25", "1.0"]
+    assert rows[("margin", "mnist", "2", "1")] == ["-", "0.9700 (n=1)", "-", "0.8"]
+    assert rows[("cent", "cifar10", "128", "-")] == ["0.858", "not run", "-", "-"]
+    assert len(rows) == len(sweep.PUBLISHED) + 2
+    order = [k[:3] for k in rows]
     assert order.index(("xent", "mnist", "2")) < order.index(("standalone", "mnist", "2")) \
         < order.index(("margin", "mnist", "2")) < order.index(("xent", "mnist", "128"))
+    assert order.count(("xent", "mnist", "2")) == 2
 
 
 def test_gallery_and_export(tmp_path):
