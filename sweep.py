@@ -213,7 +213,8 @@ def results_table(run_dirs, published=PUBLISHED):
     for _, args, records in finished_runs(run_dirs):
         key = (args["loss"], args["dataset"], args["feat_dim"], records[-1]["epoch"])
         groups.setdefault(key, []).append((args, records))
-    keys = set(groups) | {k + (None,) for k in published if not any(g[:3] == k for g in groups)}
+    ran = {k[:3] for k in groups}
+    keys = set(groups) | {k + (None,) for k in published if k not in ran}  # None: not run
     keys = sorted(keys, key=lambda k: (visualize.rank(k[1], list(visualize.datasets.DATASETS)),
                                        k[2], visualize.rank(k[0], visualize.LOSS_ORDER), k[3] or 0))
     rows = []
