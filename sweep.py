@@ -203,25 +203,51 @@ def finished_runs(run_dirs):
             for d in run_dirs if os.path.isdir(d) and state_of(d) == "finished"]
 
 
+# args.json fields that do not change what a run computes, or that have a column of their own.
+NOT_SETTINGS = {"loss", "dataset", "feat_dim", "epochs", "seed", "name", "recipe", "data_dir",
+                "download", "device", "channels_last", "sync_bn", "log_dir", "img_dir",
+                "eval_every", "log_interval", "snapshot_size", "resume", "overwrite", "progress",
+                "plots", "tensorboard"}
+
+
+def recipe_of(args):
+    """The run's recipe and the settings in which it departs from it, as the table shows it:
+    "fast", or "fast, inter_delta 0.1" (args.json against main.py's resolution of the recipe
+    today, so a run made before a recipe changed shows what it used)."""
+    import main  # torch: only for the table
+    recipe = args.get("recipe", "reference")
+    resolved, _ = main.parse_args(["--recipe", recipe, "--loss", args["loss"],
+                                   "--dataset", args["dataset"], "--feat-dim", str(args["feat_dim"])])
+    resolved = vars(resolved)
+    unused = {k for k in main.declared() if resolved.get(k) is None}  # hypers of other losses
+    changed = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+               for k, v in sorted(args.items())
+               if k in resolved and k not in NOT_SETTINGS | unused and v != resolved[k]]
+    return ", ".join([recipe] + changed)
+
+
 def results_table(run_dirs, published=PUBLISHED):
     """Markdown: one row per (loss, dataset, feat_dim) of the published table and per (loss,
-    dataset, feat_dim, epochs) of the finished runs (runs of another length are another
-    experiment, not another seed), with the published accuracy, ours as mean ± std over seeds
-    (final val accuracy, sample std, n), the difference in points, epochs and minutes per run
+    dataset, feat_dim, recipe, epochs) of the finished runs (runs of another length or with
+    another setting are another experiment, not another seed), with the published accuracy,
+    the recipe and the settings the runs changed in it, ours as mean ± std over seeds (final
+    val accuracy, sample std, n), the difference in points, epochs and minutes per run
     (training + evaluation, from metrics.jsonl's seconds)."""
     groups = {}
     for _, args, records in finished_runs(run_dirs):
-        key = (args["loss"], args["dataset"], args["feat_dim"], records[-1]["epoch"])
+        key = (args["loss"], args["dataset"], args["feat_dim"], records[-1]["epoch"],
+               recipe_of(args))
         groups.setdefault(key, []).append((args, records))
     ran = {k[:3] for k in groups}
-    keys = set(groups) | {k + (None,) for k in published if k not in ran}  # None: not run
+    keys = set(groups) | {k + (None, "-") for k in published if k not in ran}  # None: not run
     keys = sorted(keys, key=lambda k: (visualize.rank(k[1], list(visualize.datasets.DATASETS)),
-                                       k[2], visualize.rank(k[0], visualize.LOSS_ORDER), k[3] or 0))
+                                       k[2], visualize.rank(k[0], visualize.LOSS_ORDER), k[3] or 0,
+                                       k[4]))
     rows = []
     for key in keys:
         runs = groups.get(key, [])
         pub = published.get(key[:3])
-        row = {"loss": key[0], "dataset": key[1], "feat_dim": str(key[2]),
+        row = {"loss": key[0], "dataset": key[1], "feat_dim": str(key[2]), "recipe": key[4],
                "published": f"{pub:.3f}" if pub is not None else "-"}
         if runs:
             acc = np.array([records[-1]["val_acc"] for _, records in runs])

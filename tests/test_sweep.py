@@ -104,13 +104,13 @@ def test_submitit_local_executor_runs_a_grid(tmp_path, data_dir):
 
 # ----------------------------------------------------------------------------- results
 
-def make_run(root, loss, dataset, feat_dim, seed, accs, seconds, epochs=None):
+def make_run(root, loss, dataset, feat_dim, seed, accs, seconds, epochs=None, **settings):
     """A hand-made run directory: args.json and metrics.jsonl, nothing else."""
     run_dir = root / f"{loss}-{dataset}-feat={feat_dim}-seed{seed}"
     run_dir.mkdir(parents=True)
     args = {"loss": loss, "dataset": dataset, "feat_dim": feat_dim, "seed": seed,
             "epochs": epochs or len(accs), "name": f"seed{seed}", "log_dir": str(root),
-            "model": "resnet"}
+            "model": "resnet", "lr": 0.01, **settings}
     (run_dir / "args.json").write_text(json.dumps(args))
     (run_dir / "metrics.jsonl").write_text("".join(
         json.dumps({"epoch": i + 1, "val_acc": a, "seconds": s}) + "\n"
@@ -128,18 +128,28 @@ def test_results_table_from_run_directories(tmp_path):
         make_run(tmp_path, "margin", "mnist", 2, 0, [0.97], [45]),  # not in the published table
         # a longer run of a row already there: a row of its own, not a fourth seed
         make_run(tmp_path / "long", "xent", "mnist", 2, 0, [0.5, 0.6, 0.995], [60, 60, 60]),
+        # another setting, and a setting of a loss it does not train: a row, and no row
+        make_run(tmp_path / "delta", "standalone", "mnist", 2, 0, [0.9, 0.9955], [30, 30],
+                 inter_delta=0.1),
+        make_run(tmp_path / "other", "standalone", "mnist", 2, 1, [0.9, 0.9925], [30, 30],
+                 inter_delta=1.0, weight_cent=1.0),
     ]
     table = sweep.results_table(dirs + [str(tmp_path / "README.md")])
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.strip().splitlines()]
-    assert cells[0][-2:] == ["epochs", "min/run"]
-    rows = {(*c[:3], c[-2]): c[3:-2] + [c[-1]] for c in cells[2:]}
+    assert cells[0][3] == "recipe" and cells[0][-2:] == ["epochs", "min/run"]
+    rows = {(*c[:4], c[-2]): c[4:-2] + [c[-1]] for c in cells[2:]}
     # mean 0.992, sample std 0.002, 0.1 points above 0.991; minutes (2 + 3 + 4) / 3
-    assert rows[("xent", "mnist", "2", "2")] == ["0.991", "0.9920 ± 0.0020 (n=3)", "+0.10", "3.0"]
-    assert rows[("xent", "mnist", "2", "3")] == ["0.991", "0.9950 (n=1)", "+0.40", "3.0"]
-    assert rows[("standalone", "mnist", "2", "2")] == ["0.994", "0.9915 (n=1)", "-0.25", "1.0"]
-    assert rows[("margin", "mnist", "2", "1")] == ["-", "0.9700 (n=1)", "-", "0.8"]
-    assert rows[("cent", "cifar10", "128", "-")] == ["0.858", "not run", "-", "-"]
-    assert len(rows) == len(sweep.PUBLISHED) + 2
+    assert rows[("xent", "mnist", "2", "reference", "2")] == [
+        "0.991", "0.9920 ± 0.0020 (n=3)", "+0.10", "3.0"]
+    assert rows[("xent", "mnist", "2", "reference", "3")] == ["0.991", "0.9950 (n=1)", "+0.40", "3.0"]
+    # mean 0.992, sample std 0.0005 * sqrt(2) = 0.000707
+    assert rows[("standalone", "mnist", "2", "reference", "2")] == [
+        "0.994", "0.9920 ± 0.0007 (n=2)", "-0.20", "1.0"]
+    assert rows[("standalone", "mnist", "2", "reference, inter_delta 0.1", "2")] == [
+        "0.994", "0.9955 (n=1)", "+0.15", "1.0"]
+    assert rows[("margin", "mnist", "2", "reference", "1")] == ["-", "0.9700 (n=1)", "-", "0.8"]
+    assert rows[("cent", "cifar10", "128", "-", "-")] == ["0.858", "not run", "-", "-"]
+    assert len(rows) == len(sweep.PUBLISHED) + 3
     order = [k[:3] for k in rows]
     assert order.index(("xent", "mnist", "2")) < order.index(("standalone", "mnist", "2")) \
         < order.index(("margin", "mnist", "2")) < order.index(("xent", "mnist", "128"))
