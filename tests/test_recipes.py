@@ -40,6 +40,23 @@ def test_fast_preset_resolves_and_typed_flags_override_it():
     assert args.scheduler == fast["scheduler"]  # the rest still comes from the preset
 
 
+def test_a_preset_sets_a_datasets_own_values_for_that_dataset_only(monkeypatch):
+    monkeypatch.setitem(recipes.RECIPES, "own", {"epochs": 5, "lr": 0.3, "datasets": {
+        "fashion-mnist": {"epochs": 10, "lr": 0.2}}, "objectives": {"xent": {"lr": 0.1}}})
+    assert (parse("--recipe", "own", "--dataset", "mnist", "--loss", "cent").epochs,
+            parse("--recipe", "own", "--dataset", "mnist", "--loss", "cent").lr) == (5, 0.3)
+    args = parse("--recipe", "own", "--dataset", "fashion_mnist", "--loss", "cent")  # an alias
+    assert (args.epochs, args.lr) == (10, 0.2)
+    # the loss's own value beats the dataset's; what the user types beats both
+    assert parse("--recipe", "own", "--dataset", "fashion-mnist", "--loss", "xent").lr == 0.1
+    args = parse("--epochs", "3", "--recipe", "own", "--dataset", "fashion-mnist")
+    assert (args.epochs, args.lr) == (3, 0.2)
+    # the fast recipe: every dataset within the 10 epochs asked of it
+    for name in main.datasets.DATASETS:
+        assert parse("--recipe", "fast", "--dataset", name).epochs <= 10
+    assert parse("--recipe", "fast", "--dataset", "fashion-mnist").epochs == 10
+
+
 def test_a_preset_sets_an_objectives_hyperparameter_only_where_the_loss_uses_it(monkeypatch):
     monkeypatch.setitem(recipes.RECIPES, "smooth", {"label_smoothing": 0.2, "lr": 0.3})
     assert parse("--recipe", "smooth", "--loss", "xent").label_smoothing == 0.2
@@ -70,7 +87,7 @@ def test_args_json_records_the_resolved_values(tmp_path, data_dir):
         "--batch-size", "64", "--model", "lenet"]))
     with open(os.path.join(run_dir, "args.json")) as f:
         saved = json.load(f)
-    expected = dict(recipes.settings("fast", saved["loss"]), epochs=1, lr=0.001, recipe="fast")
+    expected = dict(recipes.settings("fast", saved["loss"], saved["dataset"]), epochs=1, lr=0.001, recipe="fast")
     assert {k: saved[k] for k in expected} == expected
 
 
