@@ -226,13 +226,14 @@ def recipe_of(args):
     return ", ".join([recipe] + changed)
 
 
-def results_table(run_dirs, published=PUBLISHED):
+def results_table(run_dirs, published=PUBLISHED, not_run="not run"):
     """Markdown: one row per (loss, dataset, feat_dim) of the published table and per (loss,
     dataset, feat_dim, recipe, epochs) of the finished runs (runs of another length or with
     another setting are another experiment, not another seed), with the published accuracy,
     the recipe and the settings the runs changed in it, ours as mean ± std over seeds (final
     val accuracy, sample std, n), the difference in points, epochs and minutes per run
-    (training + evaluation, from metrics.jsonl's seconds)."""
+    (training + evaluation, from metrics.jsonl's seconds). A published row without a finished
+    run says `not_run`."""
     groups = {}
     for _, args, records in finished_runs(run_dirs):
         key = (args["loss"], args["dataset"], args["feat_dim"], records[-1]["epoch"],
@@ -259,7 +260,7 @@ def results_table(run_dirs, published=PUBLISHED):
                         "epochs": str(key[3]),
                         "min/run": f"{minutes:.1f}"})
         else:
-            row.update({"ours": "not run", "diff (points)": "-", "epochs": "-", "min/run": "-"})
+            row.update({"ours": not_run, "diff (points)": "-", "epochs": "-", "min/run": "-"})
         rows.append(row)
     return visualize.markdown(rows)
 
@@ -324,6 +325,9 @@ def build_parser():
                    help="for --table, --gallery, --export: these run directories instead of the grid's")
     g.add_argument("--table", action="store_true",
                    help="print the results table (ours vs published) of the finished runs")
+    g.add_argument("--not-run", "--not_run", default="not run", metavar="TEXT",
+                   help="for --table: what a published row without a finished run says "
+                        "(e.g. 'not run here: no data offline')")
     g.add_argument("--gallery", action="store_true",
                    help="print the Markdown gallery of the finished runs")
     g.add_argument("--export", default=None, metavar="DIR",
@@ -353,7 +357,7 @@ def main(argv=None):
         if flags.table or flags.gallery or flags.export:
             dirs = flags.runs or [r.dir for r in runs]
             if flags.table:
-                print(results_table(dirs), end="")
+                print(results_table(dirs, not_run=flags.not_run), end="")
             if flags.gallery:
                 print(gallery(dirs, flags.img_dir), end="")
             if flags.export:

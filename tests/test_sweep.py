@@ -149,6 +149,10 @@ def test_results_table_from_run_directories(tmp_path):
         "0.994", "0.9955 (n=1)", "+0.15", "1.0"]
     assert rows[("margin", "mnist", "2", "reference", "1")] == ["-", "0.9700 (n=1)", "-", "0.8"]
     assert rows[("cent", "cifar10", "128", "-", "-")] == ["0.858", "not run", "-", "-"]
+    labelled = sweep.results_table(dirs, not_run="not run here: no data offline")
+    cifar = [[c.strip() for c in line.strip("|").split("|")] for line in labelled.splitlines()
+             if "cifar10" in line]
+    assert len(cifar) == 6 and {c[5] for c in cifar} == {"not run here: no data offline"}
     assert len(rows) == len(sweep.PUBLISHED) + 3
     order = [k[:3] for k in rows]
     assert order.index(("xent", "mnist", "2")) < order.index(("standalone", "mnist", "2")) \
