@@ -211,9 +211,10 @@ NOT_SETTINGS = {"loss", "dataset", "feat_dim", "epochs", "seed", "name", "recipe
 
 
 def recipe_of(args):
-    """The run's recipe and the settings in which it departs from it, as the table shows it:
-    "fast", or "fast, inter_delta 0.1" (args.json against main.py's resolution of the recipe
-    today, so a run made before a recipe changed shows what it used)."""
+    """The run's recipe and the settings in which it departs from it, as the table shows it
+    ("fast", or "fast, inter_delta 0.1"), and the epochs the recipe gives the run: args.json
+    against main.py's resolution of the recipe today, so a run made before a recipe changed
+    shows what it used."""
     import main  # torch: only for the table
     recipe = args.get("recipe", "reference")
     resolved, _ = main.parse_args(["--recipe", recipe, "--loss", args["loss"],
@@ -223,21 +224,25 @@ def recipe_of(args):
     changed = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                for k, v in sorted(args.items())
                if k in resolved and k not in NOT_SETTINGS | unused and v != resolved[k]]
-    return ", ".join([recipe] + changed)
+    return ", ".join([recipe] + changed), resolved["epochs"]
 
 
-def results_table(run_dirs, published=PUBLISHED, not_run="not run"):
+def results_table(run_dirs, published=PUBLISHED, not_run="not run", as_recipe=False):
     """Markdown: one row per (loss, dataset, feat_dim) of the published table and per (loss,
     dataset, feat_dim, recipe, epochs) of the finished runs (runs of another length or with
     another setting are another experiment, not another seed), with the published accuracy,
     the recipe and the settings the runs changed in it, ours as mean ± std over seeds (final
     val accuracy, sample std, n), the difference in points, epochs and minutes per run
     (training + evaluation, from metrics.jsonl's seconds). A published row without a finished
-    run says `not_run`."""
-    groups = {}
+    run says `not_run`. With `as_recipe`, only the runs made as their recipe makes them today
+    (no setting changed, the recipe's epochs)."""
+    groups, other = {}, set()
     for _, args, records in finished_runs(run_dirs):
-        key = (args["loss"], args["dataset"], args["feat_dim"], records[-1]["epoch"],
-               recipe_of(args))
+        recipe, epochs = recipe_of(args)
+        key = (args["loss"], args["dataset"], args["feat_dim"], records[-1]["epoch"], recipe)
+        if as_recipe and (recipe != args.get("recipe", "reference") or records[-1]["epoch"] != epochs):
+            other.add(key[:3])
+            continue
         groups.setdefault(key, []).append((args, records))
     ran = {k[:3] for k in groups}
     keys = set(groups) | {k + (None, "-") for k in published if k not in ran}  # None: not run
@@ -260,7 +265,8 @@ def results_table(run_dirs, published=PUBLISHED, not_run="not run"):
                         "epochs": str(key[3]),
                         "min/run": f"{minutes:.1f}"})
         else:
-            row.update({"ours": not_run, "diff (points)": "-", "epochs": "-", "min/run": "-"})
+            ours = "other settings only" if key[:3] in other else not_run
+            row.update({"ours": ours, "diff (points)": "-", "epochs": "-", "min/run": "-"})
         rows.append(row)
     return visualize.markdown(rows)
 
@@ -328,6 +334,9 @@ def build_parser():
     g.add_argument("--not-run", "--not_run", default="not run", metavar="TEXT",
                    help="for --table: what a published row without a finished run says "
                         "(e.g. 'not run here: no data offline')")
+    g.add_argument("--as-recipe", "--as_recipe", action="store_true",
+                   help="for --table: only the runs made as their recipe makes them today "
+                        "(no setting changed, the recipe's epochs)")
     g.add_argument("--gallery", action="store_true",
                    help="print the Markdown gallery of the finished runs")
     g.add_argument("--export", default=None, metavar="DIR",
@@ -357,7 +366,7 @@ def main(argv=None):
         if flags.table or flags.gallery or flags.export:
             dirs = flags.runs or [r.dir for r in runs]
             if flags.table:
-                print(results_table(dirs, not_run=flags.not_run), end="")
+                print(results_table(dirs, not_run=flags.not_run, as_recipe=flags.as_recipe), end="")
             if flags.gallery:
                 print(gallery(dirs, flags.img_dir), end="")
             if flags.export:

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import recipes
 import sweep
 from conftest import ROOT
 from utils import is_locked, read_jsonl
@@ -118,7 +119,7 @@ def make_run(root, loss, dataset, feat_dim, seed, accs, seconds, epochs=None, **
     return str(run_dir)
 
 
-def test_results_table_from_run_directories(tmp_path):
+def test_results_table_from_run_directories(tmp_path, monkeypatch):
     dirs = [
         make_run(tmp_path, "xent", "mnist", 2, 0, [0.5, 0.990], [60, 60]),
         make_run(tmp_path, "xent", "mnist", 2, 1, [0.5, 0.992], [90, 90]),
@@ -153,6 +154,18 @@ def test_results_table_from_run_directories(tmp_path):
     cifar = [[c.strip() for c in line.strip("|").split("|")] for line in labelled.splitlines()
              if "cifar10" in line]
     assert len(cifar) == 6 and {c[5] for c in cifar} == {"not run here: no data offline"}
+    # as the recipe makes them: the changed setting and the other length are left out
+    # (reference: 100 epochs, so the hand-made runs say they are of a recipe with 2)
+    monkeypatch.setitem(recipes.RECIPES, "reference", {"epochs": 2})
+    only = sweep.results_table(dirs, as_recipe=True)
+    assert "inter_delta" not in only and "0.9950" not in only and "0.9920 ± 0.0020 (n=3)" in only
+    assert "0.9700" not in only  # margin's run has 1 epoch
+    monkeypatch.setitem(recipes.RECIPES, "reference", {"epochs": 3})  # only the long xent run
+    long = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line
+            for line in sweep.results_table(dirs, as_recipe=True).splitlines()[2:]}
+    assert "0.9950 (n=1)" in long[("xent", "mnist", "2")]
+    assert "other settings only" in long[("standalone", "mnist", "2")]
+    assert "not run" in long[("xent", "cifar10", "2")]
     assert len(rows) == len(sweep.PUBLISHED) + 3
     order = [k[:3] for k in rows]
     assert order.index(("xent", "mnist", "2")) < order.index(("standalone", "mnist", "2")) \
