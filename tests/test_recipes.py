@@ -42,7 +42,8 @@ def test_fast_preset_resolves_and_typed_flags_override_it():
 
 def test_a_preset_sets_a_datasets_own_values_for_that_dataset_only(monkeypatch):
     monkeypatch.setitem(recipes.RECIPES, "own", {"epochs": 5, "lr": 0.3, "datasets": {
-        "fashion-mnist": {"epochs": 10, "lr": 0.2}}, "objectives": {"xent": {"lr": 0.1}}})
+        "fashion-mnist": {"epochs": 10, "lr": 0.2, "objectives": {"cosface": {"lr": 0.05}}}},
+        "objectives": {"xent": {"lr": 0.1}, "cosface": {"lr": 0.07, "scale": 8.0}}})
     assert (parse("--recipe", "own", "--dataset", "mnist", "--loss", "cent").epochs,
             parse("--recipe", "own", "--dataset", "mnist", "--loss", "cent").lr) == (5, 0.3)
     args = parse("--recipe", "own", "--dataset", "fashion_mnist", "--loss", "cent")  # an alias
@@ -51,10 +52,19 @@ def test_a_preset_sets_a_datasets_own_values_for_that_dataset_only(monkeypatch):
     assert parse("--recipe", "own", "--dataset", "fashion-mnist", "--loss", "xent").lr == 0.1
     args = parse("--epochs", "3", "--recipe", "own", "--dataset", "fashion-mnist")
     assert (args.epochs, args.lr) == (3, 0.2)
+    # a loss's own value on one dataset beats the loss's and the dataset's
+    args = parse("--recipe", "own", "--dataset", "fashion-mnist", "--loss", "cosface")
+    assert (args.epochs, args.lr, args.scale) == (10, 0.05, 8.0)
+    assert parse("--recipe", "own", "--dataset", "mnist", "--loss", "cosface").lr == 0.07
+    assert parse("--recipe", "own", "--dataset", "fashion-mnist", "--loss", "cosface",
+                 "--lr", "0.5").lr == 0.5
     # the fast recipe: every dataset within the 10 epochs asked of it
     for name in main.datasets.DATASETS:
         assert parse("--recipe", "fast", "--dataset", name).epochs <= 10
     assert parse("--recipe", "fast", "--dataset", "fashion-mnist").epochs == 10
+    assert parse("--recipe", "fast", "--dataset", "fashion-mnist", "--loss", "standalone").lr == 0.02
+    assert parse("--recipe", "fast", "--dataset", "fashion-mnist", "--loss", "xent").lr == 0.05
+    assert parse("--recipe", "fast", "--dataset", "mnist", "--loss", "standalone").lr == 0.05
 
 
 def test_a_preset_sets_an_objectives_hyperparameter_only_where_the_loss_uses_it(monkeypatch):
