@@ -282,11 +282,12 @@ def gallery(run_dirs, img_dir="imgs"):
         cells.append((key, args, records, name, ext))
     if not cells:
         raise UserError("no finished runs given")
-    out = ["| loss | dataset | feat_dim | val acc | train | val |", "|---|---|---|---|---|---|"]
+    out = ["| loss | dataset | feat_dim | epochs | val acc | train | val |",
+           "|---|---|---|---|---|---|---|"]
     for _, args, records, name, ext in sorted(cells, key=lambda c: c[0]):
         pics = [f"![{name} {split}]({img_dir}/{name}/{split}.{ext})" for split in ("train", "val")]
         out.append(f"| {args['loss']} | {args['dataset']} | {args['feat_dim']} | "
-                   f"{records[-1]['val_acc']:.4f} | {pics[0]} | {pics[1]} |")
+                   f"{records[-1]['epoch']} | {records[-1]['val_acc']:.4f} | {pics[0]} | {pics[1]} |")
     return "\n".join(out) + "\n"
 
 

@@ -180,7 +180,7 @@ def test_gallery_and_export(tmp_path):
             make_run(log, "xent", "mnist", 2, 1, [0.9], [1], epochs=3)]  # unfinished: left out
     md = sweep.gallery(dirs, "imgs").strip().splitlines()
     assert len(md) == 4
-    assert md[2] == ("| standalone | mnist | 2 | 0.9900 | "
+    assert md[2] == ("| standalone | mnist | 2 | 1 | 0.9900 | "
                      "![standalone-mnist-feat=2-seed0 train](imgs/standalone-mnist-feat=2-seed0/train.gif) | "
                      "![standalone-mnist-feat=2-seed0 val](imgs/standalone-mnist-feat=2-seed0/val.gif) |")
     assert "imgs/xent-fashion-mnist-feat=128-seed0/val.png" in md[3]
