@@ -203,11 +203,10 @@ def finished_runs(run_dirs):
             for d in run_dirs if os.path.isdir(d) and state_of(d) == "finished"]
 
 
-# args.json fields that do not change what a run computes, or that have a column of their own.
-NOT_SETTINGS = {"loss", "dataset", "feat_dim", "epochs", "seed", "name", "recipe", "data_dir",
-                "download", "device", "channels_last", "sync_bn", "log_dir", "img_dir",
-                "eval_every", "log_interval", "snapshot_size", "resume", "overwrite", "progress",
-                "plots", "tensorboard"}
+# args.json fields beyond main.RESUMABLE_FLAGS that are not a setting of the experiment: they
+# name the row or the run (columns of their own), or change only how it runs.
+NOT_SETTINGS = {"loss", "dataset", "feat_dim", "seed", "name", "recipe", "overwrite",
+                "channels_last", "sync_bn", "eval_every", "snapshot_size"}
 
 
 def recipe_of(args):
@@ -217,13 +216,13 @@ def recipe_of(args):
     shows what it used."""
     import main  # torch: only for the table
     recipe = args.get("recipe", "reference")
-    resolved, _ = main.parse_args(["--recipe", recipe, "--loss", args["loss"],
-                                   "--dataset", args["dataset"], "--feat-dim", str(args["feat_dim"])])
-    resolved = vars(resolved)
+    resolved = vars(main.parse_args(["--recipe", recipe, "--loss", args["loss"], "--dataset",
+                                     args["dataset"], "--feat-dim", str(args["feat_dim"])])[0])
     unused = {k for k in main.declared() if resolved.get(k) is None}  # hypers of other losses
+    ignored = NOT_SETTINGS | main.RESUMABLE_FLAGS | unused
     changed = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                for k, v in sorted(args.items())
-               if k in resolved and k not in NOT_SETTINGS | unused and v != resolved[k]]
+               if k in resolved and k not in ignored and v != resolved[k]]
     return ", ".join([recipe] + changed), resolved["epochs"]
 
 
