@@ -213,7 +213,8 @@ def recipe_of(args):
     """The run's recipe and the settings in which it departs from it, as the table shows it
     ("fast", or "fast, inter_delta 0.1"), and the epochs the recipe gives the run: args.json
     against main.py's resolution of the recipe today, so a run made before a recipe changed
-    shows what it used."""
+    shows what it used. Returns that label, whether the run changed any setting, and the
+    recipe's epochs."""
     import main  # torch: only for the table
     recipe = args.get("recipe", "reference")
     resolved = vars(main.parse_args(["--recipe", recipe, "--loss", args["loss"], "--dataset",
@@ -223,7 +224,7 @@ def recipe_of(args):
     changed = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                for k, v in sorted(args.items())
                if k in resolved and k not in ignored and v != resolved[k]]
-    return ", ".join([recipe] + changed), resolved["epochs"]
+    return ", ".join([recipe] + changed), bool(changed), resolved["epochs"]
 
 
 def results_table(run_dirs, published=PUBLISHED, not_run="not run", as_recipe=False):
@@ -237,9 +238,9 @@ def results_table(run_dirs, published=PUBLISHED, not_run="not run", as_recipe=Fa
     (no setting changed, the recipe's epochs)."""
     groups, other = {}, set()
     for _, args, records in finished_runs(run_dirs):
-        recipe, epochs = recipe_of(args)
+        recipe, changed, epochs = recipe_of(args)
         key = (args["loss"], args["dataset"], args["feat_dim"], records[-1]["epoch"], recipe)
-        if as_recipe and (recipe != args.get("recipe", "reference") or records[-1]["epoch"] != epochs):
+        if as_recipe and (changed or records[-1]["epoch"] != epochs):
             other.add(key[:3])
             continue
         groups.setdefault(key, []).append((args, records))
