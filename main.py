@@ -25,7 +25,7 @@ import visualize
 from losses import (OBJECTIVES, build_objective, center_statistics, class_means, declared,
                     flag_help, hyper_problems, nearest_center, resolve_hypers, retrieval_metrics)
 from models import MODELS, build_model
-from optim import (PER_STEP_SCHEDULERS, SCHEDULERS, build_averaged, build_optimizer,
+from optim import (OPTIMIZERS, PER_STEP_SCHEDULERS, SCHEDULERS, build_averaged, build_optimizer,
                    build_scheduler)
 from utils import (Dist, OneLineParser, RunLog, UserError, atomic_write_text, is_locked,
                    load_checkpoint, lock_run_dir, loss_terms, pick_device, rng_state,
@@ -71,6 +71,8 @@ def build_parser():
     g.add_argument("--epochs", "--max-epoch", "--max_epoch", dest="epochs", type=int, default=100)
     g.add_argument("--batch-size", "--batch_size", type=int, default=128,
                    help="the global batch (split across ranks under torchrun)")
+    g.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
+                   help="sgd (the reference) or adamw (--momentum and --nesterov unused)")
     g.add_argument("--lr", type=float, default=0.01)
     g.add_argument("--lr-cent", "--lr_cent", type=float, default=None,
                    help="learning rate of the centers (default: --lr)")
@@ -393,7 +395,7 @@ def prepare_run(args, explicit):
             if key in saved and saved[key] != getattr(args, key):
                 raise UserError(f"--{key.replace('_', '-')} {getattr(args, key)} does not match the "
                                 f"checkpoint's {saved[key]} in {run_dir}; leave it out to resume")
-        merged = dict(saved)
+        merged = {**vars(args), **saved}  # a flag newer than the checkpoint: its default
         merged.update({k: getattr(args, k) for k in explicit & RESUMABLE_FLAGS})
         merged["resume"] = args.resume
         return argparse.Namespace(**merged), run_dir, ckpt

@@ -2,14 +2,17 @@
 main.py, presets in recipes.py)."""
 import torch
 
+OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("plateau", "step", "cosine", "warmup-cosine", "none")
 PER_STEP_SCHEDULERS = ("warmup-cosine",)  # stepped after every batch, not every epoch
 
 
 def build_optimizer(args, model, objective):
-    """SGD over the model and the objective; the centers in a group of their own (--lr-cent).
-    With --wd-exempt, BatchNorm weights, biases and centers (every parameter that is not a
-    conv or linear weight matrix) get no weight decay."""
+    """SGD (or AdamW, --optimizer adamw) over the model and the objective; the centers in a
+    group of their own (--lr-cent). With --wd-exempt, BatchNorm weights, biases and centers
+    (every parameter that is not a conv or linear weight matrix) get no weight decay. AdamW
+    decouples the decay from the gradient (w -= lr * wd * w) and ignores --momentum and
+    --nesterov."""
     decay = args.weight_decay
     exempt = decay if not args.wd_exempt else 0.0
     groups = {}  # (lr, weight decay, name) -> params
@@ -23,10 +26,12 @@ def build_optimizer(args, model, objective):
             add(p, args.lr_cent or args.lr, exempt, "centers")
         else:
             add(p, args.lr, decay if p.ndim > 1 else exempt, "model")
-    return torch.optim.SGD([{"params": ps, "lr": lr, "weight_decay": wd, "name": name}
-                            for (lr, wd, name), ps in groups.items()],
-                           lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
-                           weight_decay=decay)
+    param_groups = [{"params": ps, "lr": lr, "weight_decay": wd, "name": name}
+                    for (lr, wd, name), ps in groups.items()]
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=args.lr, weight_decay=decay)
+    return torch.optim.SGD(param_groups, lr=args.lr, momentum=args.momentum,
+                           nesterov=args.nesterov, weight_decay=decay)
 
 
 def build_averaged(net, decay):

@@ -109,6 +109,21 @@ def test_resume_extends_a_finished_run(finished_run, data_dir):
         assert json.load(f)["epochs"] == 3  # the plan the pictures and the table read
 
 
+def test_resume_a_checkpoint_older_than_a_flag(finished_run, data_dir):
+    """A checkpoint saved before --optimizer existed resumes with the flag's default (sgd)."""
+    tmp, run_dir = finished_run
+    copy = str(tmp / "older")
+    shutil.copytree(run_dir, copy)
+    path = os.path.join(copy, "last.pt")
+    state = load_checkpoint(path)
+    del state["args"]["optimizer"]
+    torch.save(state, path)
+    main.train(*main.parse_args(["--resume", copy, "--epochs", "3", "--no-progress", "--no-plots",
+                                 "--data-dir", data_dir]))
+    assert load_checkpoint(path)["args"]["optimizer"] == "sgd"
+    assert [r["epoch"] for r in metrics(copy)] == [1, 2, 3]
+
+
 def test_sigterm_finishes_the_step_and_says_how_to_resume(tmp_path, data_dir):
     proc = subprocess.Popen([sys.executable, MAIN, *common(tmp_path, data_dir), "--epochs", "50",
                              "--model", "lenet", "--lr", "0.001"],

@@ -117,11 +117,14 @@ def test_warmup_cosine_is_stepped_per_batch():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_weight_decay_exempts_batchnorm_biases_and_centers():
-    args = parse("--loss", "cent", "--weight-decay", "1e-3", "--wd-exempt", "--lr-cent", "0.5")
+@pytest.mark.parametrize("optimizer, kind", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)])
+def test_weight_decay_exempts_batchnorm_biases_and_centers(optimizer, kind):
+    args = parse("--loss", "cent", "--weight-decay", "1e-3", "--wd-exempt", "--lr-cent", "0.5",
+                 "--optimizer", optimizer)
     model = build_model("resnet", 2, 1, 28)
     objective = build_objective("cent", 10, 2)
     opt = optim.build_optimizer(args, model, objective)
+    assert type(opt) is kind
     decay_of = {id(p): (g["weight_decay"], g["lr"]) for g in opt.param_groups for p in g["params"]}
     named = dict(model.named_parameters())
     named.update({"objective." + n: p for n, p in objective.named_parameters()})
@@ -134,6 +137,14 @@ def test_weight_decay_exempts_batchnorm_biases_and_centers():
             assert (wd, lr) == (1e-3, args.lr), name
         else:  # BatchNorm weights and biases, every bias
             assert (wd, lr) == (0.0, args.lr), name
+    # a first step with zero gradients is the decay alone, for SGD and AdamW alike
+    before = {name: p.detach().clone() for name, p in named.items()}
+    for p in named.values():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for name, p in named.items():
+        wd, lr = decay_of[id(p)]
+        torch.testing.assert_close(p.detach(), before[name] * (1 - lr * wd), msg=name)
     # without --wd-exempt every parameter decays, as torch's SGD does
     args = parse("--loss", "cent", "--weight-decay", "1e-3")
     opt = optim.build_optimizer(args, model, objective)
