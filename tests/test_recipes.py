@@ -62,7 +62,9 @@ def test_a_preset_sets_a_datasets_own_values_for_that_dataset_only(monkeypatch):
     for name in main.datasets.DATASETS:
         assert parse("--recipe", "fast", "--dataset", name).epochs <= 10
     assert parse("--recipe", "fast", "--dataset", "fashion-mnist").epochs == 10
-    assert parse("--recipe", "fast", "--dataset", "fashion-mnist", "--loss", "standalone").lr == 0.02
+    args = parse("--recipe", "fast", "--dataset", "fashion-mnist", "--loss", "standalone")
+    assert (args.lr, args.lr_cent) == (0.05, 0.005)
+    assert parse("--recipe", "fast", "--dataset", "mnist", "--loss", "standalone").lr_cent is None
     assert parse("--recipe", "fast", "--dataset", "fashion-mnist", "--loss", "xent").lr == 0.05
     assert parse("--recipe", "fast", "--dataset", "mnist", "--loss", "standalone").lr == 0.05
 
