@@ -221,8 +221,10 @@ def recipe_of(args):
                                      args["dataset"], "--feat-dim", str(args["feat_dim"])])[0])
     unused = {k for k in main.declared() if resolved.get(k) is None}  # hypers of other losses
     ignored = NOT_SETTINGS | main.RESUMABLE_FLAGS | unused
-    changed = [f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-               for k, v in sorted(args.items())
+
+    def shown(k, v):  # None: the flag was left to its default (lr_cent: the lr)
+        return f"{k} {v:g}" if isinstance(v, float) else f"{k} {'unset' if v is None else v}"
+    changed = [shown(k, v) for k, v in sorted(args.items())
                if k in resolved and k not in ignored and v != resolved[k]]
     return ", ".join([recipe] + changed), bool(changed), resolved["epochs"]
 

@@ -119,6 +119,17 @@ def make_run(root, loss, dataset, feat_dim, seed, accs, seconds, epochs=None, **
     return str(run_dir)
 
 
+def test_recipe_label_names_a_setting_the_run_left_unset(tmp_path, monkeypatch):
+    """A run made before its recipe set a flag shows that flag as unset, not as None."""
+    monkeypatch.setitem(recipes.RECIPES, "reference", {"epochs": 2, "lr_cent": 0.005})
+    run = make_run(tmp_path, "cent", "mnist", 2, 0, [0.9, 0.95], [30, 30], lr_cent=None)
+    with open(os.path.join(run, "args.json")) as f:
+        assert sweep.recipe_of(json.load(f)) == ("reference, lr_cent unset", True, 2)
+    run = make_run(tmp_path / "set", "cent", "mnist", 2, 0, [0.9, 0.95], [30, 30], lr_cent=0.005)
+    with open(os.path.join(run, "args.json")) as f:
+        assert sweep.recipe_of(json.load(f)) == ("reference", False, 2)
+
+
 def test_results_table_from_run_directories(tmp_path, monkeypatch):
     dirs = [
         make_run(tmp_path, "xent", "mnist", 2, 0, [0.5, 0.990], [60, 60]),
