@@ -356,8 +356,10 @@ def evaluate(objective, train_features, train_labels, val_features, val_labels, 
 
 def format_line(record, args):
     terms = loss_terms(record)
-    line = (f"epoch {record['epoch']:>3}/{args.epochs}  lr {record['lr']:.2e}  "
-            f"loss {record['train_loss']:.4f}")
+    line = f"epoch {record['epoch']:>3}/{args.epochs}  lr {record['lr']:.2e}  "
+    if record.get("lr_centers") is not None:
+        line += f"(centers {record['lr_centers']:.2e})  "
+    line += f"loss {record['train_loss']:.4f}"
     if terms:
         line += " (" + " ".join(f"{t} {record['train_' + t]:.4f}" for t in terms) + ")"
     line += f"  train acc {record['train_acc']:.4f}"
@@ -504,7 +506,7 @@ def train(args, explicit):
         try:
             for epoch in range(start_epoch + 1, args.epochs + 1):
                 t0 = time.perf_counter()
-                lr = optimizer.param_groups[0]["lr"]
+                lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}  # at the epoch's start
                 stats, train_features, seen = train_one_epoch(
                     step_net, net, optimizer, train_split, spec, epoch, args, ddp, stop, bar,
                     scheduler if per_step else None, averaged, tb)
@@ -524,7 +526,9 @@ def train(args, explicit):
                             scheduler.step(eval_stats["val_acc"])
                     else:
                         scheduler.step()
-                record = {"epoch": epoch, "lr": lr}
+                record = {"epoch": epoch, "lr": lrs["model"]}
+                if lrs.get("centers", lrs["model"]) != lrs["model"]:  # --lr-cent
+                    record["lr_centers"] = lrs["centers"]
                 record.update(stats)
                 record.update(eval_stats)
                 record["seconds"] = time.perf_counter() - t0

@@ -346,6 +346,9 @@ def draw_curves(records, path, args):
 
     ax = axes[3]
     ax.step(*series(records, "lr"), where="post", color="tab:green", label="lr")
+    if any(r.get("lr_centers") is not None for r in records):
+        ax.step(*series(records, "lr_centers"), where="post", color="tab:olive", ls="--",
+                label="centers' lr (--lr-cent)")
     ax.set_yscale("log")
     ax.set(title="learning rate", ylabel="lr")
 

@@ -121,6 +121,21 @@ def test_each_objective_trains_one_epoch(tmp_path, data_dir, loss, flags, terms,
     assert acc == pytest.approx(r["val_acc"])
 
 
+def test_the_centers_own_learning_rate_is_logged(tmp_path, data_dir):
+    """--lr-cent: metrics.jsonl and train.log carry the centers' lr beside the net's, on the
+    same schedule (cosine: the same factor each epoch); without it, no second lr."""
+    run_dir = run_main(tmp_path, data_dir, "--loss", "standalone", "--epochs", "3", "--subset",
+                       "128", "--lr", "0.01", "--lr-cent", "0.003", "--scheduler", "cosine")
+    records = read_metrics(run_dir)
+    factors = [(1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]  # at each epoch's start
+    assert [r["lr"] for r in records] == pytest.approx([0.01 * f for f in factors])
+    assert [r["lr_centers"] for r in records] == pytest.approx([0.003 * f for f in factors])
+    with open(os.path.join(run_dir, "train.log")) as f:
+        assert "lr 1.00e-02  (centers 3.00e-03)  loss" in f.read()
+    run_dir = run_main(tmp_path, data_dir, "--loss", "cent", "--epochs", "1", "--subset", "128")
+    assert "lr_centers" not in read_metrics(run_dir)[0]
+
+
 def test_learns_the_generated_classes(tmp_path, data_dir):
     """The fake classes are a bright square at a class-dependent place: a few epochs of the
     standalone loss separate them, measured by nearest center on the test split."""
