@@ -26,9 +26,9 @@ from losses import (OBJECTIVES, build_objective, center_statistics, class_means,
                     flag_help, hyper_problems, nearest_center, resolve_hypers, retrieval_metrics)
 from models import MODELS, build_model
 from optim import (OPTIMIZERS, PER_STEP_SCHEDULERS, SCHEDULERS, build_averaged, build_optimizer,
-                   build_scheduler)
+                   build_scheduler, learning_rates)
 from utils import (Dist, OneLineParser, RunLog, UserError, atomic_write_text, is_locked,
-                   load_checkpoint, lock_run_dir, loss_terms, pick_device, rng_state,
+                   load_checkpoint, lock_run_dir, pick_device, rng_state,
                    save_checkpoint, seed_everything, set_rng_state)
 
 # Flags that may differ from the checkpoint's on --resume: they do not change what is computed
@@ -354,23 +354,6 @@ def evaluate(objective, train_features, train_labels, val_features, val_labels, 
     return stats, centers
 
 
-def format_line(record, args):
-    terms = loss_terms(record)
-    line = f"epoch {record['epoch']:>3}/{args.epochs}  lr {record['lr']:.2e}  "
-    if record.get("lr_centers") is not None:
-        line += f"(centers {record['lr_centers']:.2e})  "
-    line += f"loss {record['train_loss']:.4f}"
-    if terms:
-        line += " (" + " ".join(f"{t} {record['train_' + t]:.4f}" for t in terms) + ")"
-    line += f"  train acc {record['train_acc']:.4f}"
-    if record.get("val_acc") is not None:
-        line += f"  val acc {record['val_acc']:.4f} (nearest center {record['val_nc_acc']:.4f})"
-    if record.get("val_map_at_r") is not None:
-        line += (f"  P@1 {record['val_precision_at_1']:.4f} R-prec {record['val_r_precision']:.4f}"
-                 f" MAP@R {record['val_map_at_r']:.4f}")
-    return line + f"  {record['seconds']:.1f}s"
-
-
 # ----------------------------------------------------------------------------- the run
 
 def prepare_run(args, explicit):
@@ -506,7 +489,7 @@ def train(args, explicit):
         try:
             for epoch in range(start_epoch + 1, args.epochs + 1):
                 t0 = time.perf_counter()
-                lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}  # at the epoch's start
+                lrs = learning_rates(optimizer)  # at the epoch's start
                 stats, train_features, seen = train_one_epoch(
                     step_net, net, optimizer, train_split, spec, epoch, args, ddp, stop, bar,
                     scheduler if per_step else None, averaged, tb)
@@ -526,9 +509,7 @@ def train(args, explicit):
                             scheduler.step(eval_stats["val_acc"])
                     else:
                         scheduler.step()
-                record = {"epoch": epoch, "lr": lrs["model"]}
-                if lrs.get("centers", lrs["model"]) != lrs["model"]:  # --lr-cent
-                    record["lr_centers"] = lrs["centers"]
+                record = {"epoch": epoch, **lrs}
                 record.update(stats)
                 record.update(eval_stats)
                 record["seconds"] = time.perf_counter() - t0
@@ -553,7 +534,7 @@ def train(args, explicit):
                     if improved:
                         save_checkpoint(state, os.path.join(run_dir, "best.pt"))
                     log.metrics(record)
-                    log.info(format_line(record, args))
+                    log.info(RunLog.line(record, args.epochs))
                     if tb is not None:
                         tb.epoch(record)  # after the checkpoint; frames drawn in a background thread
         except Interrupted as e:

@@ -34,6 +34,16 @@ def build_optimizer(args, model, objective):
                            nesterov=args.nesterov, weight_decay=decay)
 
 
+def learning_rates(optimizer):
+    """The logged learning rates: {"lr": the net's}, and "lr_centers" where --lr-cent gives
+    the centers another."""
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    out = {"lr": lrs["model"]}
+    if lrs.get("centers", lrs["model"]) != lrs["model"]:
+        out["lr_centers"] = lrs["centers"]
+    return out
+
+
 def build_averaged(net, decay):
     """The exponential moving average of the whole Net (model, objective, BatchNorm buffers)
     that gets evaluated. Its decay warms up as min(decay, (1 + n) / (10 + n)) over the n

@@ -209,6 +209,24 @@ class RunLog:
         with open(self.jsonl_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    @staticmethod
+    def line(record, epochs):
+        """train.log's line for one metrics record (of a run of `epochs` epochs)."""
+        terms = loss_terms(record)
+        line = f"epoch {record['epoch']:>3}/{epochs}  lr {record['lr']:.2e}  "
+        if record.get("lr_centers") is not None:
+            line += f"(centers {record['lr_centers']:.2e})  "
+        line += f"loss {record['train_loss']:.4f}"
+        if terms:
+            line += " (" + " ".join(f"{t} {record['train_' + t]:.4f}" for t in terms) + ")"
+        line += f"  train acc {record['train_acc']:.4f}"
+        if record.get("val_acc") is not None:
+            line += f"  val acc {record['val_acc']:.4f} (nearest center {record['val_nc_acc']:.4f})"
+        if record.get("val_map_at_r") is not None:
+            line += (f"  P@1 {record['val_precision_at_1']:.4f} R-prec {record['val_r_precision']:.4f}"
+                     f" MAP@R {record['val_map_at_r']:.4f}")
+        return line + f"  {record['seconds']:.1f}s"
+
     def rewrite_metrics(self, history):
         """On resume: metrics.jsonl becomes exactly the checkpoint's history, so an epoch
         that ran after the last checkpoint (and will run again) is not listed twice."""

@@ -24,8 +24,8 @@ def test_objective_learns_blobs(name):
     x_val, y_val = blobs(512, g)
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
     objective = build_objective(name, 4, 2)
-    args = argparse.Namespace(optimizer="sgd", lr=0.01, lr_cent=None, momentum=0.9, weight_decay=0.0,
-                              nesterov=False, wd_exempt=False)
+    args = argparse.Namespace(optimizer="sgd", lr=0.01, lr_cent=None, momentum=0.9,
+                              weight_decay=0.0, nesterov=False, wd_exempt=False)
     optimizer = build_optimizer(args, model, objective)
 
     def val_acc():
