@@ -34,6 +34,10 @@ WEIGHT_INTER = Hyper("weight_inter", ("--weight-inter", "--weight_inter"), 0.1,
 DELTA = Hyper("inter_delta", ("--inter-delta", "--inter_delta", "--delta"), 1.0,
               "log(delta + d^2); 1 as in the reference runs, tiny for the formula as printed",
               minimum=0, label="delta")
+CENTER_RADIUS = Hyper("center_radius", ("--center-radius", "--center_radius"), 0.0,
+                      "0: the centers start at N(0, 1); r > 0: spread at distance r from the "
+                      "origin (2-D: evenly around the circle)", minimum=0, label="radius",
+                      quiet=0.0)
 MARGIN = Hyper("margin", ("--margin",), 100.0, "", minimum=0)
 SCALE = Hyper("scale", ("--scale",), 64.0, "logits are scale * cosines (the paper's s)",
               positive=True)
@@ -56,7 +60,7 @@ OBJECTIVES = {
     "standalone": Objective(
         lambda num_classes, feat_dim, inter_delta, **w: StandaloneCenterLoss(
             num_classes, feat_dim, delta=inter_delta, **w),
-        (WEIGHT_INTRA, WEIGHT_INTER, DELTA)),
+        (WEIGHT_INTRA, WEIGHT_INTER, DELTA, CENTER_RADIUS)),
     "center-push": Objective(
         lambda num_classes, feat_dim, inter_delta, **w: CenterPushLoss(
             num_classes, feat_dim, delta=inter_delta, **w),

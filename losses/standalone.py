@@ -40,9 +40,10 @@ class StandaloneCenterLoss(nn.Module):
     gradients that DistributedDataParallel averages.
     """
 
-    def __init__(self, num_classes, feat_dim, weight_intra=1.0, weight_inter=0.1, delta=1.0):
+    def __init__(self, num_classes, feat_dim, weight_intra=1.0, weight_inter=0.1, delta=1.0,
+                 center_radius=0.0):
         super().__init__()
-        self.center_loss = CenterLoss(num_classes, feat_dim)
+        self.center_loss = CenterLoss(num_classes, feat_dim, radius=center_radius)
         self.weight_intra = weight_intra
         self.weight_inter = weight_inter
         self.delta = delta

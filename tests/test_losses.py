@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from losses import (CenterLoss, SoftmaxLoss, StandaloneCenterLoss, build_objective,
-                    center_statistics, class_means, nearest_center)
+                    center_statistics, class_means, hyper_problems, nearest_center)
 
 # Six 2-D features of three classes, two of them identical (a coincident pair of different
 # classes: index 1 and 4) and one pair of the same class coinciding (index 0 and 3).
@@ -106,6 +106,40 @@ def test_center_loss_matches_loop():
     loss = CenterLoss(3, 2)
     loss.centers.data = torch.tensor(CENTERS)
     assert loss(x, y).item() == pytest.approx(loop_intra(FEATURES, LABELS, CENTERS), rel=1e-6)
+
+
+def test_centers_start_spread_on_a_circle_in_2d():
+    num_classes, radius = 10, 7.0
+    torch.manual_seed(3)
+    c = CenterLoss(num_classes, 2, radius=radius).centers.detach().double()
+    assert c.norm(dim=1) == pytest.approx([radius] * num_classes, rel=1e-6)
+    # evenly around the circle: sorted angles 2 pi / classes apart, each center's nearest
+    # neighbour at the chord 2 r sin(pi / classes)
+    angles = sorted(math.atan2(py, px) % (2 * math.pi) for px, py in c.tolist())
+    gaps = [b - a for a, b in zip(angles, angles[1:])] + [angles[0] + 2 * math.pi - angles[-1]]
+    assert gaps == pytest.approx([2 * math.pi / num_classes] * num_classes, abs=1e-6)
+    d = torch.cdist(c, c) + torch.eye(num_classes) * 1e9
+    chord = 2 * radius * math.sin(math.pi / num_classes)
+    assert d.min(dim=1).values.tolist() == pytest.approx([chord] * num_classes, rel=1e-6)
+    # the classes' order around the circle comes from the seed
+    torch.manual_seed(3)
+    assert torch.equal(CenterLoss(num_classes, 2, radius=radius).centers, c.float())
+    torch.manual_seed(4)
+    assert not torch.equal(CenterLoss(num_classes, 2, radius=radius).centers, c.float())
+
+
+def test_centers_start_spread_above_2d_and_at_random_with_radius_0():
+    torch.manual_seed(0)
+    c = CenterLoss(10, 128, radius=3.0).centers.detach()
+    assert c.norm(dim=1).tolist() == pytest.approx([3.0] * 10, rel=1e-5)
+    torch.manual_seed(0)
+    expected = torch.randn(10, 128)
+    torch.manual_seed(0)
+    assert torch.equal(CenterLoss(10, 128).centers.detach(), expected)  # the reference start
+    s = build_objective("standalone", 10, 2, center_radius=5.0)
+    assert s.centers.detach().norm(dim=1).tolist() == pytest.approx([5.0] * 10, rel=1e-6)
+    assert hyper_problems("standalone", {"center_radius": -1.0}) == [
+        "--center-radius must not be negative, got -1.0"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
