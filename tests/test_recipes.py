@@ -70,7 +70,10 @@ def test_a_preset_sets_a_datasets_own_values_for_that_dataset_only(monkeypatch):
     assert parse("--recipe", "fast", "--dataset", "fashion-mnist", "--loss", "standalone",
                  "--batch-size", "64").batch_size == 64
     assert parse("--recipe", "fast", "--dataset", "fashion-mnist", "--loss", "xent").lr == 0.05
-    assert parse("--recipe", "fast", "--dataset", "mnist", "--loss", "standalone").lr == 0.05
+    assert parse("--recipe", "fast", "--dataset", "mnist", "--loss", "standalone").lr == 0.1
+    assert parse("--recipe", "fast", "--dataset", "mnist", "--loss", "xent").lr == 0.05
+    assert parse("--recipe", "fast", "--dataset", "mnist", "--loss", "standalone",
+                 "--lr", "0.02").lr == 0.02
 
 
 def test_a_preset_sets_an_objectives_hyperparameter_only_where_the_loss_uses_it(monkeypatch):
