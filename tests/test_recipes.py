@@ -65,12 +65,11 @@ def test_a_preset_sets_a_datasets_own_values_for_that_dataset_only(monkeypatch):
     args = parse("--recipe", "fast", "--dataset", "fashion-mnist", "--loss", "standalone")
     assert (args.lr, args.lr_cent, args.batch_size) == (0.05, 0.005, 256)
     args = parse("--recipe", "fast", "--dataset", "mnist", "--loss", "standalone")
-    assert (args.lr_cent, args.batch_size) == (None, 128)
+    assert (args.lr, args.lr_cent, args.batch_size) == (0.1, None, 128)
     assert parse("--recipe", "fast", "--dataset", "fashion-mnist", "--loss", "cent").batch_size == 128
     assert parse("--recipe", "fast", "--dataset", "fashion-mnist", "--loss", "standalone",
                  "--batch-size", "64").batch_size == 64
     assert parse("--recipe", "fast", "--dataset", "fashion-mnist", "--loss", "xent").lr == 0.05
-    assert parse("--recipe", "fast", "--dataset", "mnist", "--loss", "standalone").lr == 0.1
     assert parse("--recipe", "fast", "--dataset", "mnist", "--loss", "xent").lr == 0.05
     assert parse("--recipe", "fast", "--dataset", "mnist", "--loss", "standalone",
                  "--lr", "0.02").lr == 0.02
