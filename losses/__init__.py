@@ -11,7 +11,8 @@ from typing import Callable, NamedTuple
 from .center import CenterLoss
 from .center_push import CenterPushLoss
 from .center_softmax import CenterSoftmaxLoss
-from .evaluate import accuracy, center_statistics, class_means, nearest_center, squared_distances
+from .geometry import accuracy, center_statistics, class_means, nearest_center, squared_distances
+from .base import Objective
 from .hyper import SHARED, Hyper
 from .margin import MarginLoss
 from .margin_softmax import ArcFaceLoss, CosFaceLoss
@@ -20,7 +21,7 @@ from .softmax import HEAD_LOSSES, SoftmaxLoss
 from .standalone import StandaloneCenterLoss
 
 
-class Objective(NamedTuple):
+class Entry(NamedTuple):
     build: Callable  # build(num_classes, feat_dim, **{h.name: value for h in hypers})
     hypers: tuple    # the Hyper records it declares
 
@@ -53,15 +54,15 @@ HEAD = (
 )
 
 OBJECTIVES = {
-    "xent": Objective(SoftmaxLoss, HEAD),
-    "cent": Objective(SoftmaxLoss, (
+    "xent": Entry(SoftmaxLoss, HEAD),
+    "cent": Entry(SoftmaxLoss, (
         Hyper("weight_cent", ("--weight-cent", "--weight_cent"), 1.0,
               "weight of the center loss", minimum=0, label="w_cent"), *HEAD)),
-    "standalone": Objective(
+    "standalone": Entry(
         lambda num_classes, feat_dim, inter_delta, **w: StandaloneCenterLoss(
             num_classes, feat_dim, delta=inter_delta, **w),
         (WEIGHT_INTRA, WEIGHT_INTER, DELTA, CENTER_RADIUS)),
-    "center-push": Objective(
+    "center-push": Entry(
         lambda num_classes, feat_dim, inter_delta, **w: CenterPushLoss(
             num_classes, feat_dim, delta=inter_delta, **w),
         (WEIGHT_INTRA.but(help="weight of the exp intra term"),
@@ -69,19 +70,19 @@ OBJECTIVES = {
          DELTA.but(help="log(delta + ||c_k - c_l||^2); 0 is the formula as printed"),
          Hyper("alpha", ("--alpha",), 0.01, "intra term exp(alpha * d^2); the default keeps "
                "it finite for distances up to 94 (float32)", positive=True))),
-    "center-softmax": Objective(
+    "center-softmax": Entry(
         lambda num_classes, feat_dim, center_gamma, **w: CenterSoftmaxLoss(
             num_classes, feat_dim, gamma=center_gamma, **w),
         (Hyper("center_gamma", ("--center-gamma", "--center_gamma"), 1.0,
                "logits -gamma * ||x - c_k||^2", positive=True, label="gamma"),
          WEIGHT_INTRA.but(default=0.0, help="weight of the intra term added to the "
                           "cross-entropy (Yang et al.'s prototype loss)"))),
-    "margin": Objective(MarginLoss, (
+    "margin": Entry(MarginLoss, (
         WEIGHT_INTRA, WEIGHT_INTER.but(help="weight of the margin-inter term"),
         MARGIN.but(help="inter term max(0, margin - ||x_i - x_j||^2), on squared distances"))),
-    "cosface": Objective(CosFaceLoss, (
+    "cosface": Entry(CosFaceLoss, (
         SCALE, MARGIN.but(default=0.35, help="cosine margin: s * (cos - m) for the true class"))),
-    "arcface": Objective(ArcFaceLoss, (
+    "arcface": Entry(ArcFaceLoss, (
         SCALE, MARGIN.but(default=0.5, help="angular margin in radians: s * cos(theta + m) "
                           "for the true class"))),
 }
@@ -171,7 +172,7 @@ def build_objective(name, num_classes, feat_dim, **hyper):
 
 
 __all__ = ["CenterLoss", "StandaloneCenterLoss", "SoftmaxLoss", "CenterPushLoss",
-           "CenterSoftmaxLoss", "MarginLoss", "CosFaceLoss", "ArcFaceLoss", "Hyper", "Objective",
+           "CenterSoftmaxLoss", "MarginLoss", "CosFaceLoss", "ArcFaceLoss", "Hyper", "Objective", "Entry",
            "OBJECTIVES", "build_objective", "declared", "flag_help", "resolve_hypers", "hyper_problems",
            "describe_hypers", "retrieval_metrics", "accuracy", "center_statistics",
            "class_means", "nearest_center", "squared_distances"]

@@ -25,9 +25,7 @@ class CenterLoss(nn.Module):
 
     The centers are a learnable parameter, updated by the optimizer like any weight. They
     start at N(0, 1) as in the reference runs (radius 0), or spread at `radius` from the
-    origin (`spread_centers`). On Fashion-MNIST at 2-D the spread start put the classes apart
-    after one epoch, but the tops still fell onto one line later (README: "standalone on
-    Fashion-MNIST"), so the reference start stays the default.
+    origin (`spread_centers`).
     """
 
     def __init__(self, num_classes, feat_dim, radius=0.0):

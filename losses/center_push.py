@@ -1,10 +1,10 @@
 import torch
-from torch import nn
 
-from .evaluate import nearest_center, squared_distances
+from .base import Objective
+from .geometry import squared_distances
 
 
-class CenterPushLoss(nn.Module):
+class CenterPushLoss(Objective):
     """The first alternative of the standalone-center-loss study: enlarge the centers
     directly instead of pushing samples apart (an exponential pull to the center, a log push
     between centers; the study found it similar on MNIST, failing on Fashion-MNIST and
@@ -23,8 +23,7 @@ class CenterPushLoss(nn.Module):
 
     def __init__(self, num_classes, feat_dim, weight_intra=1.0, weight_inter=1.0, delta=1.0,
                  alpha=0.01):
-        super().__init__()
-        self.centers = nn.Parameter(torch.randn(num_classes, feat_dim))
+        super().__init__(num_classes, feat_dim)
         self.weight_intra, self.weight_inter = weight_intra, weight_inter
         self.delta, self.alpha = delta, alpha
 
@@ -45,6 +44,3 @@ class CenterPushLoss(nn.Module):
         intra = self.weight_intra * self.intra(features, labels)
         inter = self.weight_inter * self.inter()
         return {"loss": intra + inter, "intra": intra, "inter": inter}
-
-    def predict(self, features):
-        return nearest_center(features, self.centers)

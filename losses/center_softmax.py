@@ -1,11 +1,9 @@
 import torch.nn.functional as F
-from torch import nn
-
-from .center import CenterLoss
-from .evaluate import nearest_center, squared_distances
+from .base import Objective
+from .geometry import squared_distances
 
 
-class CenterSoftmaxLoss(nn.Module):
+class CenterSoftmaxLoss(Objective):
     """The second alternative of the standalone-center-loss study: a softmax over the
     centers instead of a linear layer, i.e. the distance-based cross-entropy of
     convolutional prototype learning (Yang et al., "Robust Classification with
@@ -20,13 +18,8 @@ class CenterSoftmaxLoss(nn.Module):
     """
 
     def __init__(self, num_classes, feat_dim, gamma=1.0, weight_intra=0.0):
-        super().__init__()
-        self.center_loss = CenterLoss(num_classes, feat_dim)
+        super().__init__(num_classes, feat_dim)
         self.gamma, self.weight_intra = gamma, weight_intra
-
-    @property
-    def centers(self):
-        return self.center_loss.centers
 
     def logits(self, features):
         return -self.gamma * squared_distances(features, self.centers)
@@ -35,8 +28,5 @@ class CenterSoftmaxLoss(nn.Module):
         xent = F.cross_entropy(self.logits(features), labels)
         if not self.weight_intra:
             return {"loss": xent, "xent": xent}
-        intra = self.weight_intra * self.center_loss(features, labels)
+        intra = self.weight_intra * self.pull(features, labels)
         return {"loss": xent + intra, "xent": xent, "intra": intra}
-
-    def predict(self, features):
-        return nearest_center(features, self.centers)

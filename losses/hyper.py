@@ -22,6 +22,8 @@ class Hyper:
     label: str = None      # its name in the results table's weights column (default: name)
     quiet: object = None   # a value the weights column leaves out (a no-op such as 0 smoothing)
     only_if: tuple = None  # (name, value): it applies only while that hyperparameter has that value
+    search: tuple = None   # the tuner's range (low, high) or, for a str, the choices
+    log: bool = False      # search on a log scale
 
     def but(self, **changes):
         """The same hyperparameter with another default or help (for another objective)."""
@@ -54,3 +56,12 @@ class Hyper:
 
 # Fields two declarations of one name must agree on (they are one flag).
 SHARED = ("flags", "type", "choices", "minimum", "positive", "maximum", "label", "quiet", "only_if")
+
+
+def suggest(trial, h):
+    """The Optuna trial's value for hyperparameter `h` (its search range)."""
+    if h.type is str:
+        return trial.suggest_categorical(h.name, list(h.search))
+    if h.type is int:
+        return trial.suggest_int(h.name, *h.search, log=h.log)
+    return trial.suggest_float(h.name, *h.search, log=h.log)

@@ -1,9 +1,10 @@
 import torch
 
-from .standalone import StandaloneCenterLoss
+from .base import Objective
+from .geometry import batch_pairs
 
 
-class MarginLoss(StandaloneCenterLoss):
+class MarginLoss(Objective):
     """The third alternative of the standalone-center-loss study: the inter term truncated by
     a margin instead of a log (the study set it aside: the margin is arbitrary). It is the
     contrastive loss's push (Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning
@@ -21,10 +22,15 @@ class MarginLoss(StandaloneCenterLoss):
     """
 
     def __init__(self, num_classes, feat_dim, weight_intra=1.0, weight_inter=0.1, margin=100.0):
-        super().__init__(num_classes, feat_dim, weight_intra, weight_inter)
-        self.margin = margin
+        super().__init__(num_classes, feat_dim)
+        self.weight_intra, self.weight_inter, self.margin = weight_intra, weight_inter, margin
 
     def inter(self, features, labels):
-        d2, different = self.pairs(features, labels)
+        d2, different = batch_pairs(features, labels)
         hinge = torch.relu(self.margin - d2)
         return torch.where(different, hinge, torch.zeros_like(hinge)).sum() / features.shape[0]
+
+    def forward(self, features, labels):
+        intra = self.weight_intra * self.pull(features, labels)
+        inter = self.weight_inter * self.inter(features, labels)
+        return {"loss": intra + inter, "intra": intra, "inter": inter}

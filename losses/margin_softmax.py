@@ -4,8 +4,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import Objective
 
-class CosineMarginLoss(nn.Module):
+
+class CosineMarginLoss(Objective):
     """Softmax over the cosines between the feature and each class weight (both L2-normalised),
     scaled by s, with a margin on the true class; the two margins below. Prediction: the argmax
     of the cosine.
@@ -18,10 +20,9 @@ class CosineMarginLoss(nn.Module):
     term = None
 
     def __init__(self, num_classes, feat_dim, scale=64.0, margin=0.5):
-        super().__init__()
+        super().__init__(num_classes, feat_dim, with_centers=False)
         self.weight = nn.Parameter(torch.randn(num_classes, feat_dim))
         self.scale, self.margin = scale, margin
-        self.centers = None
 
     def cosines(self, features):
         return F.normalize(features, dim=1) @ F.normalize(self.weight, dim=1).T

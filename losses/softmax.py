@@ -1,7 +1,7 @@
 import torch.nn.functional as F
 from torch import nn
 
-from .center import CenterLoss
+from .base import Objective
 
 HEAD_LOSSES = ("ce", "focal", "hinge")
 TERM = {"ce": "xent", "focal": "focal", "hinge": "hinge"}  # the name the log gives the term
@@ -16,7 +16,7 @@ def focal_loss(logits, labels, gamma):
     return -(one_minus_pt.pow(gamma) * log_pt).mean()
 
 
-class SoftmaxLoss(nn.Module):
+class SoftmaxLoss(Objective):
     """A linear softmax head on the features with a classification loss (`xent`),
     optionally plus weight_cent times the center loss (`cent`, Wen et al., ECCV 2016):
 
@@ -31,19 +31,14 @@ class SoftmaxLoss(nn.Module):
 
     def __init__(self, num_classes, feat_dim, weight_cent=None, head_loss="ce", focal_gamma=2.0,
                  label_smoothing=0.0):
-        super().__init__()
+        super().__init__(num_classes, feat_dim, with_centers=weight_cent is not None)
         if head_loss not in HEAD_LOSSES:
             raise ValueError(f"unknown head loss {head_loss!r}; choose from {', '.join(HEAD_LOSSES)}")
         if label_smoothing and head_loss != "ce":
             raise ValueError(f"label smoothing applies to the ce head loss, not {head_loss}")
         self.head = nn.Linear(feat_dim, num_classes)
-        self.center_loss = CenterLoss(num_classes, feat_dim) if weight_cent is not None else None
         self.weight_cent = weight_cent
         self.head_loss, self.focal_gamma, self.label_smoothing = head_loss, focal_gamma, label_smoothing
-
-    @property
-    def centers(self):
-        return None if self.center_loss is None else self.center_loss.centers
 
     def classification(self, logits, labels):
         if self.head_loss == "focal":
@@ -56,7 +51,7 @@ class SoftmaxLoss(nn.Module):
         head = self.classification(self.head(features), labels)
         terms = {"loss": head, TERM[self.head_loss]: head}
         if self.center_loss is not None:
-            center = self.weight_cent * self.center_loss(features, labels)
+            center = self.weight_cent * self.pull(features, labels)
             terms.update(loss=head + center, center=center)
         return terms
 

@@ -1,26 +1,10 @@
 import torch
-import torch.distributed as dist
-# the autograd all-gather that torch.distributed.nn.functional.all_gather now defers to
-from torch.distributed._functional_collectives import all_gather_single
-from torch import nn
 
-from .center import CenterLoss
-from .evaluate import nearest_center, squared_distances
+from .base import Objective
+from .geometry import batch_pairs
 
 
-def gather_batch(features, labels):
-    """Features and labels of the whole (global) batch when running under torchrun: the
-    features through a differentiable all-gather, so the gradient of a pair reaches both
-    of its samples, on whichever rank they live. One process: the inputs themselves."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return features, labels
-    all_features = all_gather_single(features, 0, dist.group.WORLD)
-    all_labels = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
-    dist.all_gather(all_labels, labels)
-    return all_features, torch.cat(all_labels)
-
-
-class StandaloneCenterLoss(nn.Module):
+class StandaloneCenterLoss(Objective):
     """Center loss without softmax: pull each feature to its class center, push samples of
     different classes apart, predict the nearest center.
 
@@ -42,26 +26,13 @@ class StandaloneCenterLoss(nn.Module):
 
     def __init__(self, num_classes, feat_dim, weight_intra=1.0, weight_inter=0.1, delta=1.0,
                  center_radius=0.0):
-        super().__init__()
-        self.center_loss = CenterLoss(num_classes, feat_dim, radius=center_radius)
+        super().__init__(num_classes, feat_dim, radius=center_radius)
         self.weight_intra = weight_intra
         self.weight_inter = weight_inter
         self.delta = delta
 
-    @property
-    def centers(self):
-        return self.center_loss.centers
-
-    @staticmethod
-    def pairs(features, labels):
-        """Squared distances of this rank's samples (rows) to the global batch (columns), and
-        the mask of the pairs of different classes (which excludes i == j)."""
-        all_features, all_labels = gather_batch(features, labels)
-        d2 = squared_distances(features, all_features)
-        return d2, labels.unsqueeze(1) != all_labels.unsqueeze(0)
-
     def inter(self, features, labels):
-        d2, different = self.pairs(features, labels)
+        d2, different = batch_pairs(features, labels)
         # The log is taken of masked entries made harmless (1), then dropped: with delta = 0
         # a same-class or diagonal d^2 of 0 would otherwise give -inf and a NaN gradient.
         safe = torch.where(different, d2, torch.ones_like(d2))
@@ -69,9 +40,6 @@ class StandaloneCenterLoss(nn.Module):
         return -logs.sum() / features.shape[0]
 
     def forward(self, features, labels):
-        intra = self.weight_intra * self.center_loss(features, labels)
+        intra = self.weight_intra * self.pull(features, labels)
         inter = self.weight_inter * self.inter(features, labels)
         return {"loss": intra + inter, "intra": intra, "inter": inter}
-
-    def predict(self, features):
-        return nearest_center(features, self.centers)

@@ -8,7 +8,7 @@ from torch import nn
 import losses
 import main
 import visualize
-from losses import OBJECTIVES, Hyper, Objective, build_objective, describe_hypers
+from losses import OBJECTIVES, Entry, Hyper, build_objective, describe_hypers
 
 
 def parse(*argv):
@@ -107,7 +107,7 @@ class Toy(nn.Module):
 def test_adding_an_objective_is_one_entry(monkeypatch):
     """A new entry brings its flag (and shares --margin), its checks, its default in args,
     the weights column and build_net, without a line of main.py."""
-    monkeypatch.setitem(OBJECTIVES, "toy", Objective(Toy, (
+    monkeypatch.setitem(OBJECTIVES, "toy", Entry(Toy, (
         Hyper("pull", ("--pull",), 0.5, "weight of the pull", minimum=0),
         losses.MARGIN.but(default=3.0, help="unused"))))
     args = parse("--loss", "toy")
@@ -120,5 +120,5 @@ def test_adding_an_objective_is_one_entry(monkeypatch):
     assert isinstance(net.objective, Toy) and (net.objective.pull, net.objective.margin) == (2.0, 3.0)
     assert describe_hypers("toy", vars(args)) == "pull=0.5, margin=3"
     with pytest.raises(ValueError, match="toy"):  # a shared name must keep its flag and bounds
-        monkeypatch.setitem(OBJECTIVES, "toy", Objective(Toy, (losses.MARGIN.but(minimum=None),)))
+        monkeypatch.setitem(OBJECTIVES, "toy", Entry(Toy, (losses.MARGIN.but(minimum=None),)))
         losses.declared()

@@ -1,5 +1,9 @@
-"""Nearest-center prediction and the metrics computed on whole splits."""
+"""Distances in the feature space: squared distances, the pairs of a (global) batch,
+nearest-center prediction, class means, and the geometry statistics of a split."""
 import torch
+import torch.distributed as dist
+# the autograd all-gather that torch.distributed.nn.functional.all_gather now defers to
+from torch.distributed._functional_collectives import all_gather_single
 
 
 def squared_distances(a, b):
@@ -42,3 +46,23 @@ def center_statistics(features, labels, centers):
     between = squared_distances(centers.double(), centers.double()).sqrt()
     return {"dist_to_center_mean": mean.tolist(), "dist_to_center_std": std.tolist(),
             "center_distances": between.tolist()}
+
+
+def gather_batch(features, labels):
+    """Features and labels of the whole (global) batch when running under torchrun: the
+    features through a differentiable all-gather, so the gradient of a pair reaches both
+    of its samples, on whichever rank they live. One process: the inputs themselves."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return features, labels
+    all_features = all_gather_single(features, 0, dist.group.WORLD)
+    all_labels = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
+    dist.all_gather(all_labels, labels)
+    return all_features, torch.cat(all_labels)
+
+
+def batch_pairs(features, labels):
+    """Squared distances of this rank's samples (rows) to the global batch (columns), and
+    the mask of the pairs of different classes (which excludes i == j)."""
+    all_features, all_labels = gather_batch(features, labels)
+    d2 = squared_distances(features, all_features)
+    return d2, labels.unsqueeze(1) != all_labels.unsqueeze(0)
