@@ -2,6 +2,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Objective
+from .center import CenterLoss
 
 HEAD_LOSSES = ("ce", "focal", "hinge")
 TERM = {"ce": "xent", "focal": "focal", "hinge": "hinge"}  # the name the log gives the term
@@ -31,12 +32,14 @@ class SoftmaxLoss(Objective):
 
     def __init__(self, num_classes, feat_dim, weight_cent=None, head_loss="ce", focal_gamma=2.0,
                  label_smoothing=0.0):
-        super().__init__(num_classes, feat_dim, with_centers=weight_cent is not None)
+        super().__init__(num_classes, feat_dim, with_centers=False)
         if head_loss not in HEAD_LOSSES:
             raise ValueError(f"unknown head loss {head_loss!r}; choose from {', '.join(HEAD_LOSSES)}")
         if label_smoothing and head_loss != "ce":
             raise ValueError(f"label smoothing applies to the ce head loss, not {head_loss}")
         self.head = nn.Linear(feat_dim, num_classes)
+        if weight_cent is not None:  # after the head: the seed gives the runs' initial weights
+            self.center_loss = CenterLoss(num_classes, feat_dim)
         self.weight_cent = weight_cent
         self.head_loss, self.focal_gamma, self.label_smoothing = head_loss, focal_gamma, label_smoothing
 
