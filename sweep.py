@@ -1,4 +1,5 @@
-"""A grid of main.py runs, the results table against the published one, and the gallery.
+"""A grid of main.py runs (local or SLURM), and the commands over finished runs: the table
+against the published one, the gallery, the export and the results page (report.py).
 
     python sweep.py --loss xent cent standalone --dataset mnist fashion-mnist \\
         --feat-dim 2 128 --seed 0 1 2 -- --recipe fast --data-dir DIR
@@ -7,6 +8,7 @@
     python sweep.py --table results/*          # ours (mean ± std over seeds) vs published
     python sweep.py --gallery results/*-seed0  # Markdown: train / val GIFs (PNGs above 2-D)
     python sweep.py --export results log/*-seed*   # args.json + metrics.jsonl -> results/<run>/
+    python sweep.py --report results           # results/README.md, written from results/ alone
 
 Everything after `--` goes to main.py. Run k of the grid is log/<loss>-<dataset>-feat=<d>-seed<s>/,
 and that directory is the only state: a run is finished when its last logged epoch equals
@@ -14,59 +16,30 @@ the epochs planned in its args.json (skipped), started when it holds args.json (
 with --resume), and new otherwise. Kill the sweep at any moment and run it again: the
 unfinished runs continue from their last checkpoint, the finished ones are not run again.
 """
-import ctypes
+import contextlib
+import io
 import itertools
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
-
-import visualize
-from utils import OneLineParser, UserError, error_exit, wait_unlocked
+import flags as main_flags
+import recipes
+import report
+import rundir
+from rundir import state_of, wait_unlocked
+from utils import OneLineParser, UserError, die_with_parent, error_exit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Test accuracy after 100 epochs of the original experiments (shared REFERENCE.md).
-PUBLISHED = {
-    ("xent", "mnist", 2): 0.991, ("cent", "mnist", 2): 0.990, ("standalone", "mnist", 2): 0.994,
-    ("xent", "mnist", 128): 0.994, ("cent", "mnist", 128): 0.996,
-    ("standalone", "mnist", 128): 0.996,
-    ("xent", "fashion-mnist", 2): 0.913, ("cent", "fashion-mnist", 2): 0.913,
-    ("standalone", "fashion-mnist", 2): 0.921, ("xent", "fashion-mnist", 128): 0.926,
-    ("cent", "fashion-mnist", 128): 0.932, ("standalone", "fashion-mnist", 128): 0.922,
-    ("xent", "cifar10", 2): 0.815, ("cent", "cifar10", 2): 0.775,
-    ("standalone", "cifar10", 2): 0.787, ("xent", "cifar10", 128): 0.866,
-    ("cent", "cifar10", 128): 0.858, ("standalone", "cifar10", 128): 0.806,
-}
-PUBLISHED_EPOCHS = 100
-
-
 # ----------------------------------------------------------------------------- run state
-
-def run_dir_of(log_dir, loss, dataset, feat_dim, seed):
-    """main.py's run directory for --name seed<s> (main.run_name)."""
-    return os.path.join(log_dir, f"{loss}-{dataset}-feat={feat_dim}-seed{seed}")
-
-
-def state_of(run_dir):
-    """'finished', 'started' (continue with --resume) or 'new', read from the directory alone."""
-    if not os.path.isfile(os.path.join(run_dir, "args.json")):
-        return "new"
-    try:
-        args, records = visualize.read_run(run_dir, need_metrics=False)
-    except UserError:
-        return "started"
-    done = records[-1]["epoch"] if records else 0
-    return "finished" if done >= args.get("epochs", float("inf")) else "started"
-
 
 class Run:
     def __init__(self, loss, dataset, feat_dim, seed, log_dir, passthrough):
-        self.dir = run_dir_of(log_dir, loss, dataset, feat_dim, seed)
+        self.dir = os.path.join(log_dir, rundir.run_name(
+            {"loss": loss, "dataset": dataset, "feat_dim": feat_dim, "name": f"seed{seed}"}))
         self.name = os.path.basename(self.dir)
         self.fresh = ["--loss", loss, "--dataset", dataset, "--feat-dim", str(feat_dim),
                       "--seed", str(seed), "--name", f"seed{seed}", "--log-dir", log_dir,
@@ -74,29 +47,21 @@ class Run:
         self.passthrough = passthrough
 
     def command(self, state):
-        """main.py's argv for this run in `state`: the grid's flags for a new run; for a
-        started one --resume plus the same flags (main.py checks they agree)."""
+        """main.py's argv for this run in `state`: the grid's opts for a new run; for a
+        started one --resume plus the same opts (main.py checks they agree)."""
         head = [sys.executable, os.path.join(HERE, "main.py")]
         if state == "started":
             return head + ["--resume", self.dir, *self.passthrough]
         return head + self.fresh
 
 
-def grid(flags):
-    return [Run(loss, dataset, d, seed, flags.log_dir, flags.passthrough)
-            for dataset, d, loss, seed in itertools.product(flags.dataset, flags.feat_dim,
-                                                            flags.loss, flags.seed)]
+def grid(opts):
+    return [Run(loss, dataset, d, seed, opts.log_dir, opts.passthrough)
+            for dataset, d, loss, seed in itertools.product(opts.dataset, opts.feat_dim,
+                                                            opts.loss, opts.seed)]
 
 
 # ----------------------------------------------------------------------------- launchers
-
-def die_with_parent():
-    """In the child, before exec: get SIGKILL when the sweep dies, however it dies, so a
-    rerun never finds an orphan still training. (The checkpoints are atomic: the rerun
-    continues from the last one.)"""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
 
 def cuda_devices():
     try:
@@ -151,21 +116,24 @@ def run_local(runs, jobs, out_dir):
     return failed
 
 
-def run_submitit(runs, flags):
+def run_submitit(runs, opts):
     """One submitit job per unfinished run: SLURM, or `submitit-local` (subprocesses, no
     cluster; the same code path). Waits for the jobs."""
     try:
         import submitit
     except ImportError:
         raise UserError("--launcher slurm needs submitit: pip install submitit") from None
-    cluster = "local" if flags.launcher == "submitit-local" else "slurm"
-    executor = submitit.AutoExecutor(folder=os.path.join(flags.log_dir, "submitit"), cluster=cluster)
-    params = dict(timeout_min=flags.time, gpus_per_node=flags.gpus, cpus_per_task=flags.cpus,
+    cluster = "local" if opts.launcher == "submitit-local" else "slurm"
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise UserError("--launcher slurm: no SLURM here (sbatch not found); use --launcher "
+                        "local, or run the sweep on the cluster's login node")
+    executor = submitit.AutoExecutor(folder=os.path.join(opts.log_dir, "submitit"), cluster=cluster)
+    params = dict(timeout_min=opts.time, gpus_per_node=opts.gpus, cpus_per_task=opts.cpus,
                   name="sweep")
     if cluster == "slurm":
-        params.update(slurm_partition=flags.partition, slurm_array_parallelism=flags.jobs)
-        if flags.mem_gb:
-            params["mem_gb"] = flags.mem_gb
+        params.update(slurm_partition=opts.partition, slurm_array_parallelism=opts.jobs)
+        if opts.mem_gb:
+            params["mem_gb"] = opts.mem_gb
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
     jobs = []
     for run in runs:
@@ -190,121 +158,11 @@ def run_submitit(runs, flags):
 
 
 def summary_line(run_dir):
-    _, records = visualize.read_run(run_dir, need_metrics=False)
+    _, records = rundir.read_run(run_dir, need_metrics=False)
     last = records[-1] if records else {}
-    return f"val acc {last.get('val_acc', float('nan')):.4f} after {last.get('epoch', 0)} epochs"
-
-
-# ----------------------------------------------------------------------------- results
-
-def finished_runs(run_dirs):
-    """(run name, args, records) of the finished runs among run_dirs; plain files are skipped."""
-    return [(os.path.basename(os.path.normpath(d)), *visualize.read_run(d))
-            for d in run_dirs if os.path.isdir(d) and state_of(d) == "finished"]
-
-
-# args.json fields beyond main.RESUMABLE_FLAGS that are not a setting of the experiment: they
-# name the row or the run (columns of their own), or change only how it runs.
-NOT_SETTINGS = {"loss", "dataset", "feat_dim", "seed", "name", "recipe", "overwrite",
-                "channels_last", "sync_bn", "eval_every", "snapshot_size"}
-
-
-def recipe_of(args):
-    """The run's recipe and the settings in which it departs from it, as the table shows it
-    ("fast", or "fast, inter_delta 0.1"), and the epochs the recipe gives the run: args.json
-    against main.py's resolution of the recipe today, so a run made before a recipe changed
-    shows what it used. Returns that label, whether the run changed any setting, and the
-    recipe's epochs."""
-    import main  # torch: only for the table
-    recipe = args.get("recipe", "reference")
-    resolved = vars(main.parse_args(["--recipe", recipe, "--loss", args["loss"], "--dataset",
-                                     args["dataset"], "--feat-dim", str(args["feat_dim"])])[0])
-    unused = {k for k in main.declared() if resolved.get(k) is None}  # hypers of other losses
-    ignored = NOT_SETTINGS | main.RESUMABLE_FLAGS | unused
-
-    def shown(k, v):  # None: the flag was left to its default (lr_cent: the lr)
-        return f"{k} {v:g}" if isinstance(v, float) else f"{k} {'unset' if v is None else v}"
-    changed = [shown(k, v) for k, v in sorted(args.items())
-               if k in resolved and k not in ignored and v != resolved[k]]
-    return ", ".join([recipe] + changed), bool(changed), resolved["epochs"]
-
-
-def results_table(run_dirs, published=PUBLISHED, not_run="not run", as_recipe=False):
-    """Markdown: one row per (loss, dataset, feat_dim) of the published table and per (loss,
-    dataset, feat_dim, recipe, epochs) of the finished runs (runs of another length or with
-    another setting are another experiment, not another seed), with the published accuracy,
-    the recipe and the settings the runs changed in it, ours as mean ± std over seeds (final
-    val accuracy, sample std, n), the difference in points, epochs and minutes per run
-    (training + evaluation, from metrics.jsonl's seconds). A published row without a finished
-    run says `not_run`. With `as_recipe`, only the runs made as their recipe makes them today
-    (no setting changed, the recipe's epochs)."""
-    groups, other = {}, set()
-    for _, args, records in finished_runs(run_dirs):
-        recipe, changed, epochs = recipe_of(args)
-        key = (args["loss"], args["dataset"], args["feat_dim"], records[-1]["epoch"], recipe)
-        if as_recipe and (changed or records[-1]["epoch"] != epochs):
-            other.add(key[:3])
-            continue
-        groups.setdefault(key, []).append((args, records))
-    ran = {k[:3] for k in groups}
-    keys = set(groups) | {k + (None, "-") for k in published if k not in ran}  # None: not run
-    keys = sorted(keys, key=lambda k: (visualize.rank(k[1], list(visualize.datasets.DATASETS)),
-                                       k[2], visualize.rank(k[0], visualize.LOSS_ORDER), k[3] or 0,
-                                       k[4]))
-    rows = []
-    for key in keys:
-        runs = groups.get(key, [])
-        pub = published.get(key[:3])
-        row = {"loss": key[0], "dataset": key[1], "feat_dim": str(key[2]), "recipe": key[4],
-               "published": f"{pub:.3f}" if pub is not None else "-"}
-        if runs:
-            acc = np.array([records[-1]["val_acc"] for _, records in runs])
-            std = acc.std(ddof=1) if len(acc) > 1 else None
-            minutes = np.mean([sum(r["seconds"] for r in records) / 60 for _, records in runs])
-            spread = f" ± {std:.4f}" if len(acc) > 1 else ""  # one seed has no spread
-            row.update({"ours": f"{acc.mean():.4f}{spread} (n={len(acc)})",
-                        "diff (points)": f"{100 * (acc.mean() - pub):+.2f}" if pub is not None else "-",
-                        "epochs": str(key[3]),
-                        "min/run": f"{minutes:.1f}"})
-        else:
-            ours = "other settings only" if key[:3] in other else not_run
-            row.update({"ours": ours, "diff (points)": "-", "epochs": "-", "min/run": "-"})
-        rows.append(row)
-    return visualize.markdown(rows)
-
-
-def gallery(run_dirs, img_dir="imgs"):
-    """Markdown, laid out as the published gallery: one row per loss and dataset, the train
-    and val GIF (2-D) or PNG (above 2-D) of each run."""
-    cells = []
-    for name, args, records in finished_runs(run_dirs):
-        ext = "gif" if args["feat_dim"] <= 2 else "png"
-        key = (visualize.rank(args["dataset"], list(visualize.datasets.DATASETS)),
-               visualize.rank(args["loss"], visualize.LOSS_ORDER), args["feat_dim"], name)
-        cells.append((key, args, records, name, ext))
-    if not cells:
-        raise UserError("no finished runs given")
-    out = ["| loss | dataset | feat_dim | epochs | val acc | train | val |",
-           "|---|---|---|---|---|---|---|"]
-    for _, args, records, name, ext in sorted(cells, key=lambda c: c[0]):
-        pics = [f"![{name} {split}]({img_dir}/{name}/{split}.{ext})" for split in ("train", "val")]
-        out.append(f"| {args['loss']} | {args['dataset']} | {args['feat_dim']} | "
-                   f"{records[-1]['epoch']} | {records[-1]['val_acc']:.4f} | {pics[0]} | {pics[1]} |")
-    return "\n".join(out) + "\n"
-
-
-def export(run_dirs, out_dir):
-    """Copy args.json and metrics.jsonl of each finished run to out_dir/<run>/ (the small
-    files behind the README's tables; no checkpoints, no snapshots)."""
-    copied = []
-    for d in run_dirs:
-        if os.path.isdir(d) and state_of(d) == "finished":
-            target = os.path.join(out_dir, os.path.basename(os.path.normpath(d)))
-            os.makedirs(target, exist_ok=True)
-            for f in ("args.json", "metrics.jsonl"):
-                shutil.copyfile(os.path.join(d, f), os.path.join(target, f))
-            copied.append(target)
-    return copied
+    shown = [f"{k.replace('_', ' ')} {last[k]:.4f}" for k in ("val_acc", "test_acc", "seen_acc")
+             if last.get(k) is not None]
+    return f"{', '.join(shown) or 'no accuracy'} after {last.get('epoch', 0)} epochs"
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -313,11 +171,13 @@ def build_parser():
     p = OneLineParser(description="Run a grid of main.py runs (skipping finished ones, "
                       "continuing interrupted ones), or tabulate / show / export runs. "
                       "Flags after -- go to main.py.")
-    p.add_argument("--loss", nargs="+", default=["xent", "cent", "standalone"])
-    p.add_argument("--dataset", nargs="+", default=["mnist"])
-    p.add_argument("--feat-dim", "--feat_dim", nargs="+", type=int, default=[2])
-    p.add_argument("--seed", nargs="+", type=int, default=[0])
-    p.add_argument("--log-dir", "--log_dir", default="log")
+    p.add_argument("--loss", nargs="+", default=["xent", "cent", "standalone"],
+                   help="the objectives of the grid")
+    p.add_argument("--dataset", nargs="+", default=["mnist"], help="the datasets of the grid")
+    p.add_argument("--feat-dim", "--feat_dim", nargs="+", type=int, default=[2],
+                   help="the feature sizes of the grid")
+    p.add_argument("--seed", nargs="+", type=int, default=[0], help="the seeds of the grid")
+    p.add_argument("--log-dir", "--log_dir", default="log", help="where the runs go")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (CUDA: one device each)")
     p.add_argument("--dry-run", action="store_true", help="print the main.py commands only")
     g = p.add_argument_group("launcher")
@@ -328,7 +188,20 @@ def build_parser():
     g.add_argument("--time", type=int, default=120, help="minutes per job")
     g.add_argument("--gpus", type=int, default=None, help="GPUs per job")
     g.add_argument("--cpus", type=int, default=None, help="CPUs per job")
-    g.add_argument("--mem-gb", "--mem_gb", type=int, default=None)
+    g.add_argument("--mem-gb", "--mem_gb", type=int, default=None, help="memory per job (GB)")
+    g = p.add_argument_group("tuning (Optuna, on the validation split; tune.py)")
+    g.add_argument("--tune", action="store_true",
+                   help="search each (loss, dataset, feat_dim)'s settings instead of running "
+                   "the grid; write the best to --recipe-file for --recipe tuned")
+    g.add_argument("--trials", type=int, default=16, help="trials per objective (default: 16)")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="epochs per trial (default: those of the recipe after --)")
+    g.add_argument("--val-size", "--val_size", type=int, default=None,
+                   help="validation images held out (default: 10000, CIFAR 5000)")
+    g.add_argument("--recipe-file", "--recipe_file", default=os.path.relpath(recipes.TUNED_FILE),
+                   help="where the tuned settings go")
+    g.add_argument("--tune-seed", "--tune_seed", type=int, default=0,
+                   help="seed of the TPE sampler (default: 0)")
     g = p.add_argument_group("results")
     g.add_argument("runs", nargs="*", metavar="RUN_DIR",
                    help="for --table, --gallery, --export: these run directories instead of the grid's")
@@ -345,6 +218,8 @@ def build_parser():
     g.add_argument("--export", default=None, metavar="DIR",
                    help="copy args.json + metrics.jsonl of the finished runs to DIR/<run>/")
     g.add_argument("--img-dir", "--img_dir", default="imgs", help="where the gallery's pictures are")
+    g.add_argument("--report", default=None, metavar="DIR",
+                   help="write DIR/README.md, the results page, from the run directories in DIR")
     return p
 
 
@@ -355,39 +230,99 @@ def parse_flags(argv):
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1:]
     parser = build_parser()
-    flags = parser.parse_args(argv)
-    flags.passthrough = passthrough
-    if flags.jobs < 1:
-        parser.error(f"--jobs must be positive, got {flags.jobs}")
-    return flags
+    opts = parser.parse_args(argv)
+    opts.passthrough = passthrough
+    for name in ("jobs", "time", "gpus", "cpus", "mem_gb", "trials", "epochs", "val_size"):
+        value = getattr(opts, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return opts
+
+
+def check_grid(runs):
+    """Every run's main.py flags parsed as main.py will parse them, before anything starts:
+    a bad --loss, --dataset, --feat-dim or flag after -- is one line, not N failed runs."""
+    for run in runs:
+        if any(a in ("--loss", "--dataset", "--feat-dim", "--feat_dim", "--seed", "--name",
+                     "--log-dir", "--log_dir", "--resume") for a in run.passthrough):
+            raise UserError("pass --loss, --dataset, --feat-dim and --seed to sweep.py itself, "
+                            "not after --: the grid names its runs by them")
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(said):
+                main_flags.parse_args(run.fresh)
+        except SystemExit:  # main.py's parser wrote its one line: pass it on as ours
+            why = said.getvalue().strip().split("error: ", 1)[-1]
+            raise UserError(f"{run.name}: {why}") from None
+
+
+class TuneJob:
+    """One study as a job for a launcher: sweep.py --tune of that study alone, locally."""
+
+    def __init__(self, loss, dataset, feat_dim, opts, argv):
+        self.name = f"tune-{rundir.run_name({'loss': loss, 'dataset': dataset, 'feat_dim': feat_dim})}"
+        self.dir = os.path.join(opts.log_dir, "tune", self.name)
+        cut = argv.index("--") if "--" in argv else len(argv)
+        keep = [a for a in argv[:cut] if a not in ("--launcher", opts.launcher)]
+        self.argv = [sys.executable, os.path.join(HERE, "sweep.py"), *keep, "--loss", loss,
+                     "--dataset", dataset, "--feat-dim", str(feat_dim), "--", *opts.passthrough]
+
+    def command(self, state):
+        return self.argv
+
+
+def tune_grid(opts, argv=()):
+    """--tune: the studies here, one after the other, or one submitit job each."""
+    import tune
+    if opts.dry_run:
+        for loss in opts.loss:
+            print(f"# tune {loss}: {', '.join(tune.search_space(loss))}")
+        return 0
+    if opts.launcher == "local":
+        tune.tune(opts)
+        return 0
+    jobs = [TuneJob(loss, d, f, opts, list(argv)) for d in opts.dataset for f in opts.feat_dim
+            for loss in opts.loss]
+    return 1 if run_submitit(jobs, opts) else 0
 
 
 def main(argv=None):
-    flags = parse_flags(sys.argv[1:] if argv is None else argv)
-    runs = grid(flags)
+    argv = sys.argv[1:] if argv is None else argv
+    opts = parse_flags(argv)
     try:
-        if flags.table or flags.gallery or flags.export:
-            dirs = flags.runs or [r.dir for r in runs]
-            if flags.table:
-                print(results_table(dirs, not_run=flags.not_run, as_recipe=flags.as_recipe), end="")
-            if flags.gallery:
-                print(gallery(dirs, flags.img_dir), end="")
-            if flags.export:
-                for path in export(dirs, flags.export):
+        if opts.report:
+            path = os.path.join(opts.report, "README.md")
+            text = report.results_page(opts.report, opts.img_dir)
+            rundir.atomic_write_text(path, text)
+            print(path)
+            return 0
+        runs = grid(opts)
+        if opts.table or opts.gallery or opts.export:
+            dirs = opts.runs or [r.dir for r in runs]
+            if opts.table:
+                print(report.reproduction_table(dirs, not_run=opts.not_run,
+                                                as_recipe=opts.as_recipe), end="")
+            if opts.gallery:
+                print(report.gallery(dirs, opts.img_dir), end="")
+            if opts.export:
+                for path in rundir.export(dirs, opts.export):
                     print(path)
             return 0
-        if flags.runs:
+        if opts.runs:
             raise UserError("run directories are for --table, --gallery or --export")
-        if flags.dry_run:
+        check_grid(runs)
+        if opts.tune:
+            return tune_grid(opts, argv)
+        if opts.dry_run:
             for run in runs:
                 state = state_of(run.dir)
                 print(f"# {run.name}: {state}" if state == "finished" else
                       " ".join(run.command(state)))
             return 0
-        if flags.launcher == "local":
-            failed = run_local(runs, flags.jobs, os.path.join(flags.log_dir, "sweep"))
+        if opts.launcher == "local":
+            failed = run_local(runs, opts.jobs, os.path.join(opts.log_dir, "sweep"))
         else:
-            failed = run_submitit(runs, flags)
+            failed = run_submitit(runs, opts)
     except UserError as e:
         error_exit(str(e))
     if failed:

@@ -26,15 +26,16 @@ import numpy as np
 import torch
 
 import datasets
-import visualize
+import plots
+import rundir
 from utils import UserError
 
-DISTANCES = {"val_dist_to_center_mean": "to_center_mean", "val_dist_to_center_std": "to_center_std",
-             "val_center_distances": "center_to_center"}
+DISTANCES = {"dist_to_center_mean": "to_center_mean", "dist_to_center_std": "to_center_std",
+             "center_distances": "center_to_center"}
 # The Custom Scalars tab: series that read best in one chart.
 LAYOUT = {
     "loss": {"loss terms per step": ["Multiline", [r"step/.*"]]},
-    "accuracy": {"train, val, nearest center": ["Multiline", [r"(train|val)/(nc_)?acc"]]},
+    "accuracy": {"train, val, test, nearest center": ["Multiline", [r"(train|val|test|seen)/(nc_)?acc"]]},
     "distances (val)": {
         "to own center, mean": ["Multiline", [r"distances/to_center_mean/.*"]],
         "to own center, std": ["Multiline", [r"distances/to_center_std/.*"]],
@@ -65,8 +66,8 @@ def epoch_scalars(record, dataset):
             continue
         if isinstance(value, list):  # per class, or the symmetric center-to-center matrix
             value = np.asarray(value, dtype=np.float64)
-            names = [tag_part(n) for n in visualize.class_names(dataset, len(value))]
-            group = "distances/" + DISTANCES.get(key, key)
+            names = [tag_part(n) for n in plots.class_names(dataset, len(value))]
+            group = "distances/" + DISTANCES.get(key.partition("_")[2], key)
             if value.ndim == 1:
                 out.update({f"{group}/{names[i]}": v for i, v in enumerate(value)})
             else:
@@ -74,7 +75,7 @@ def epoch_scalars(record, dataset):
                             for i, j in zip(*np.triu_indices(len(value), 1))})
         else:
             split, _, name = key.partition("_")
-            out[f"{split}/{name}" if split in ("train", "val") and name else key] = value
+            out[f"{split}/{name}" if split in ("train", "val", "test", "seen", "unseen") and name else key] = value
     return out
 
 
@@ -111,18 +112,18 @@ class Board:
                 self.pool.submit(self.images_or_warn, path, limits)
 
     def images(self, snapshot_path, limits=None):
-        """The frames of one snapshot, as visualize.ScatterFigure draws them for the GIF."""
-        snap = visualize.load_snapshot(snapshot_path)
-        names = visualize.class_names(self.args["dataset"], len(snap["centers"]))
+        """The frames of one snapshot, as plots.ScatterFigure draws them for the GIF."""
+        snap = rundir.load_snapshot(snapshot_path)
+        names = plots.class_names(self.args["dataset"], len(snap["centers"]))
         for split in ("train", "val"):
             if f"{split}_features" not in snap:
                 continue  # an epoch without evaluation
-            points = visualize.as_2d(snap[f"{split}_features"])
-            figure = self.figures.get(split) or visualize.ScatterFigure(names, (-1, 1, -1, 1))
+            points = plots.as_2d(snap[f"{split}_features"])
+            figure = self.figures.get(split) or plots.ScatterFigure(names, (-1, 1, -1, 1))
             self.figures[split] = figure
-            figure.set_limits(limits or visualize.robust_limits(points))
+            figure.set_limits(limits or plots.robust_limits(points))
             frame = figure.render(points, snap[f"{split}_labels"], snap["centers"],
-                                  visualize.frame_title(self.args, split, snap["record"]))
+                                  plots.frame_title(self.args, split, snap["record"]))
             self.writer.add_image(f"features/{split}", frame, snap["record"]["epoch"],
                                   dataformats="HWC")
         self.writer.flush()
@@ -140,14 +141,14 @@ class Board:
         names; `images` (uint8 (n, C, H, W), the snapshot's samples) become the sprite."""
         if self.args["feat_dim"] <= 2:
             return None
-        snap = visualize.last_snapshot_with(visualize.snapshot_paths(self.run_dir), "val_features")
+        snap = rundir.last_snapshot_with(rundir.snapshot_paths(self.run_dir), "val_features")
         if snap is None:
             return None
         epoch = snap["record"]["epoch"]
         if os.path.isdir(os.path.join(self.dir, f"{epoch:05d}", "val_features")):
             return None  # written already (a resumed run that had nothing left to train)
         labels = snap["val_labels"].astype(np.int64)
-        names = visualize.class_names(self.args["dataset"], len(snap["centers"]))
+        names = plots.class_names(self.args["dataset"], len(snap["centers"]))
         if images is not None:
             images = torch.as_tensor(images).cpu().float() / 255
         self.writer.add_embedding(snap["val_features"], [[int(k), names[k]] for k in labels],
@@ -171,7 +172,7 @@ def val_thumbnails(args, labels):
                                     args.get("subset"), download=False)
     except UserError as e:
         return None, str(e)
-    keep = visualize.snapshot_indices(len(split), args["feat_dim"], args.get("snapshot_size", 5000))
+    keep = rundir.snapshot_indices(len(split), args["feat_dim"], args.get("snapshot_size", 5000))
     if not np.array_equal(split.labels[keep].numpy(), labels):
         return None, f"the images in {args['data_dir']} are not the ones the run used"
     return split.images[keep], None
@@ -181,20 +182,20 @@ def replay(run_dir):
     """Write the events of a finished (or stopped) run from its run directory: the scalars of
     metrics.jsonl, the frames of its snapshots with the GIF's fixed axes, the embedding. The
     per-step terms exist only in a live run's events. Returns the tb directory."""
-    args, records = visualize.read_run(run_dir)
+    args, records = rundir.read_run(run_dir)
     tb_dir = os.path.join(run_dir, "tb")
     if os.path.isdir(tb_dir) and any(f.startswith("events.out.tfevents") for f in os.listdir(tb_dir)):
         raise UserError(f"{tb_dir} holds TensorBoard events already (the run had --tensorboard?); "
                         f"move it away to write them again")
-    paths = visualize.snapshot_paths(run_dir)
+    paths = rundir.snapshot_paths(run_dir)
     limits = None
     if args["feat_dim"] <= 2 and paths:
-        limits = visualize.shared_limits(visualize.load_snapshots(run_dir))
+        limits = plots.shared_limits(rundir.load_snapshots(run_dir))
     board = Board(run_dir, args, background=False)
     try:
         for record in records:
             board.epoch(record, limits)
-        snap = visualize.last_snapshot_with(paths, "val_features") if args["feat_dim"] > 2 else None
+        snap = rundir.last_snapshot_with(paths, "val_features") if args["feat_dim"] > 2 else None
         if snap is not None:
             images, why = val_thumbnails(args, snap["val_labels"])
             if images is None:

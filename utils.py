@@ -1,19 +1,14 @@
-"""Seeding, device choice, the run's logs (text + JSONL) and atomic checkpoints."""
+"""What every script shares: one-line errors, seeding and RNG state, torchrun ranks, the device."""
 import argparse
-import fcntl
-import json
+import ctypes
 import os
 import random
+import signal
 import sys
-import tempfile
 
 import numpy as np
 import torch
 import torch.distributed as dist
-
-
-UMASK = os.umask(0)
-os.umask(UMASK)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -111,140 +106,14 @@ def pick_device(name="auto", local_rank=0):
         raise UserError(f"--device {name!r} is not a device torch knows: {e}") from None
 
 
-def atomic_write(path, write):
-    """Call write(tmp_path), then rename the temp file over `path`: a reader (or a kill)
-    never sees a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    atomic_write(path, write)
-
-
-def lock_run_dir(run_dir):
-    """Hold an exclusive lock on run_dir/.lock for as long as the returned file stays open
-    (the process's life): a second main.py on the same run directory, or a sweep's rerun,
-    sees it. The kernel drops the lock when the process dies, however it dies."""
-    f = open(os.path.join(run_dir, ".lock"), "a")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise UserError(f"{run_dir} is being trained by another process right now") from None
-    return f
-
-
-def is_locked(run_dir):
-    path = os.path.join(run_dir, ".lock")
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return False
-
-
-def wait_unlocked(run_dir):
-    """Block while another process trains in run_dir (holds the lock of lock_run_dir)."""
-    path = os.path.join(run_dir, ".lock")
-    if os.path.exists(path):
-        with open(path) as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def save_checkpoint(state, path):
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-CHECKPOINT_KEYS = ("model", "objective", "optimizer", "scheduler", "epoch", "args", "history")
-
-
-def load_checkpoint(path, map_location="cpu"):
-    """Load a checkpoint as data (weights_only=True: never runs code from the file).
-    Raises UserError with one line for a missing, truncated, corrupt or foreign file."""
-    if not os.path.isfile(path):
-        raise UserError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # garbage bytes can fail anywhere in the unpickler (IndexError, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt?): {first}") from None
-    if not isinstance(state, dict) or not all(k in state for k in CHECKPOINT_KEYS):
-        raise UserError(f"{path} is not a checkpoint of this project (expected the keys "
-                        f"{', '.join(CHECKPOINT_KEYS)})")
-    return state
-
-
-class RunLog:
-    """train.log (readable) and metrics.jsonl (one JSON object per epoch) of one run."""
-
-    def __init__(self, run_dir):
-        self.text_path = os.path.join(run_dir, "train.log")
-        self.jsonl_path = os.path.join(run_dir, "metrics.jsonl")
-
-    def info(self, line, echo=True):
-        if echo:
-            print(line, flush=True)
-        with open(self.text_path, "a") as f:
-            f.write(line + "\n")
-
-    def metrics(self, record):
-        with open(self.jsonl_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    @staticmethod
-    def line(record, epochs):
-        """train.log's line for one metrics record (of a run of `epochs` epochs)."""
-        terms = loss_terms(record)
-        line = f"epoch {record['epoch']:>3}/{epochs}  lr {record['lr']:.2e}  "
-        if record.get("lr_centers") is not None:
-            line += f"(centers {record['lr_centers']:.2e})  "
-        line += f"loss {record['train_loss']:.4f}"
-        if terms:
-            line += " (" + " ".join(f"{t} {record['train_' + t]:.4f}" for t in terms) + ")"
-        line += f"  train acc {record['train_acc']:.4f}"
-        if record.get("val_acc") is not None:
-            line += f"  val acc {record['val_acc']:.4f} (nearest center {record['val_nc_acc']:.4f})"
-        if record.get("val_map_at_r") is not None:
-            line += (f"  P@1 {record['val_precision_at_1']:.4f} R-prec {record['val_r_precision']:.4f}"
-                     f" MAP@R {record['val_map_at_r']:.4f}")
-        return line + f"  {record['seconds']:.1f}s"
-
-    def rewrite_metrics(self, history):
-        """On resume: metrics.jsonl becomes exactly the checkpoint's history, so an epoch
-        that ran after the last checkpoint (and will run again) is not listed twice."""
-        atomic_write_text(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in history))
-
-
-def loss_terms(record):
-    """The weighted loss terms of a metrics record (xent, center, intra, inter, ...): its
-    train_* keys other than the total loss and the accuracies."""
-    return [k[len("train_"):] for k in record if k.startswith("train_")
-            and k not in ("train_loss", "train_acc", "train_nc_acc")]
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def error_exit(message, code=2):
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def die_with_parent():
+    """In the child, before exec: get SIGKILL when the sweep dies, however it dies, so a
+    rerun never finds an orphan still training. (The checkpoints are atomic: the rerun
+    continues from the last one.)"""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -66,3 +66,49 @@ def batch_pairs(features, labels):
     all_features, all_labels = gather_batch(features, labels)
     d2 = squared_distances(features, all_features)
     return d2, labels.unsqueeze(1) != all_labels.unsqueeze(0)
+
+
+def geometry_metrics(features, labels, centers=None):
+    """The shape of a split's features, as plain floats (computed on the device, in float64):
+
+    - center_ratio: the mean distance between the centers of two different classes over the
+      mean distance of a sample to its own center (samples weigh the same); the given
+      `centers` (classes, dim), or the class means if None. NaN with fewer than 2 classes.
+    - nc1: tr(Sigma_W Sigma_B^+) / C, the within-class variability collapse of Papyan, Han &
+      Donoho ("Prevalence of neural collapse during the terminal phase of deep learning
+      training", PNAS 2020): Sigma_W the covariance of the samples around their class mean,
+      averaged over samples; Sigma_B the covariance of the C class means around the global
+      mean (of all samples); + the pseudo-inverse. It uses the class means whatever
+      `centers` are. 0 when every class has collapsed to its mean.
+    - norm_mean, norm_std: of the features' lengths (population std).
+    - min_center_angle: the smallest angle, in degrees, between two centers (or class means)
+      seen as vectors from the origin.
+
+    Classes absent from `labels` are left out of every statistic (and their centers)."""
+    x = features.double()
+    num_classes = centers.shape[0] if centers is not None else int(labels.max()) + 1
+    counts = torch.bincount(labels, minlength=num_classes)
+    present = counts > 0
+    means = class_means(x, labels, num_classes)
+    c = means if centers is None else centers.detach().double()
+    kept = c[present]
+    n_kept = kept.shape[0]
+
+    spread = (x - c[labels]).norm(dim=1).mean()
+    pairs = ~torch.eye(n_kept, dtype=torch.bool, device=x.device)
+    between = squared_distances(kept, kept).sqrt()[pairs]
+    center_ratio = (between.mean() / spread).item() if n_kept > 1 else float("nan")
+
+    mu = means[present]
+    within = x - means[labels]
+    sigma_w = within.T @ within / x.shape[0]
+    spread_b = mu - x.mean(dim=0)
+    sigma_b = spread_b.T @ spread_b / n_kept
+    nc1 = (torch.trace(sigma_w @ torch.linalg.pinv(sigma_b)) / n_kept).item()
+
+    norms = x.norm(dim=1)
+    unit = torch.nn.functional.normalize(kept, dim=1)
+    cosines = (unit @ unit.T)[pairs].clamp(-1, 1)
+    angle = torch.rad2deg(torch.acos(cosines.max())).item() if n_kept > 1 else float("nan")
+    return {"center_ratio": center_ratio, "nc1": nc1, "norm_mean": norms.mean().item(),
+            "norm_std": norms.std(unbiased=False).item(), "min_center_angle": angle}

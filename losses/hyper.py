@@ -24,6 +24,7 @@ class Hyper:
     only_if: tuple = None  # (name, value): it applies only while that hyperparameter has that value
     search: tuple = None   # the tuner's range (low, high) or, for a str, the choices
     log: bool = False      # search on a log scale
+    nargs: str = None      # argparse's nargs ("*": a list of values, e.g. --pml-args k=v k=v)
 
     def but(self, **changes):
         """The same hyperparameter with another default or help (for another objective)."""
@@ -50,12 +51,14 @@ class Hyper:
 
     def show(self, value):
         """`label=value` for the weights column."""
-        text = f"{value:g}" if isinstance(value, float) else str(value)
+        text = (f"{value:g}" if isinstance(value, float) else
+                " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
         return f"{self.label or self.name}={text}"
 
 
 # Fields two declarations of one name must agree on (they are one flag).
-SHARED = ("flags", "type", "choices", "minimum", "positive", "maximum", "label", "quiet", "only_if")
+SHARED = ("flags", "type", "choices", "minimum", "positive", "maximum", "label", "quiet", "only_if",
+          "nargs")
 
 
 def suggest(trial, h):

@@ -14,9 +14,9 @@ from torch import nn
 
 from conftest import ROOT
 from losses import build_objective
-from main import Net
+from engine import Net
 from models import build_model
-from utils import read_jsonl
+from rundir import read_jsonl
 
 # every --loss, and the other heads of xent and cent: name -> (loss, hyperparameters)
 OBJECTIVES = {
@@ -113,7 +113,7 @@ def test_torchrun_matches_one_process(tmp_path, data_dir):
 
     for a, b in zip(records("ddp"), records("one"), strict=True):
         for key in ("train_loss", "train_intra", "train_inter", "train_acc", "train_nc_acc",
-                    "val_acc", "val_nc_acc"):
+                    "test_acc", "test_nc_acc"):
             assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-6), key
 
     # resume under torchrun: one more epoch, the first two kept as they were

@@ -12,10 +12,11 @@ import time
 import pytest
 import torch
 
+import flags
 import main
 from conftest import ROOT
 from losses import StandaloneCenterLoss
-from utils import load_checkpoint, read_jsonl
+from rundir import load_checkpoint, read_jsonl
 
 MAIN = os.path.join(ROOT, "main.py")
 
@@ -46,24 +47,24 @@ def metrics(run_dir, drop=("seconds",)):
 def finished_run(tmp_path_factory, data_dir):
     """A finished two-epoch standalone run (LeNet++), for the resume and checkpoint cases."""
     tmp = tmp_path_factory.mktemp("finished")
-    run_dir = main.train(*main.parse_args(common(tmp, data_dir) + [
+    run_dir = main.train(*flags.parse_args(common(tmp, data_dir) + [
         "--model", "lenet", "--lr", "0.001", "--epochs", "2"]))
     return tmp, run_dir
 
 
 # ----------------------------------------------------------------------------- resume
 
-@pytest.mark.parametrize("flags", [
+@pytest.mark.parametrize("extra", [
     ["--scheduler", "step", "--step-size", "1", "--gamma", "0.5"],
     # a per-step schedule (warm-up + cosine) and the weight average, Nesterov, label smoothing
     ["--recipe", "fast", "--warmup-epochs", "0.5"],
 ], ids=["epoch-scheduler", "fast-recipe"])
-def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(tmp_path, data_dir, flags):
-    flags = ["--loss", "cent", "--epochs", "3", "--model", "resnet", *flags]
-    straight = main.train(*main.parse_args(common(tmp_path / "a", data_dir) + flags))
+def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(tmp_path, data_dir, extra):
+    extra = ["--loss", "cent", "--epochs", "3", "--model", "resnet", *extra]
+    straight = main.train(*flags.parse_args(common(tmp_path / "a", data_dir) + extra))
 
     killed_root = tmp_path / "b"
-    proc = subprocess.Popen([sys.executable, MAIN, *common(killed_root, data_dir), *flags],
+    proc = subprocess.Popen([sys.executable, MAIN, *common(killed_root, data_dir), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     jsonl = killed_root / "log" / "cent-mnist-feat=2" / "metrics.jsonl"
     deadline = time.time() + 120
@@ -78,7 +79,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(tmp_path, data_di
     run_dir = str(jsonl.parent)
     assert 1 <= len(metrics(run_dir)) < 3
 
-    resumed = main.train(*main.parse_args(["--resume", run_dir, "--no-progress", "--no-plots",
+    resumed = main.train(*flags.parse_args(["--resume", run_dir, "--no-progress", "--no-plots",
                                            "--data-dir", data_dir]))
     assert resumed == run_dir
     assert metrics(run_dir) == metrics(straight)
@@ -88,7 +89,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(tmp_path, data_di
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
     torch.testing.assert_close(a["objective"]["center_loss.centers"],
                                b["objective"]["center_loss.centers"], rtol=0, atol=0)
-    if "--recipe" in flags:  # the per-step schedule and the average went on exactly
+    if "--recipe" in extra:  # the per-step schedule and the average went on exactly
         assert a["scheduler"] == b["scheduler"] and a["scheduler"]["last_epoch"] > 0
         assert a["averaged"].keys() == b["averaged"].keys()
         for key in a["averaged"]:
@@ -99,7 +100,7 @@ def test_resume_extends_a_finished_run(finished_run, data_dir):
     tmp, run_dir = finished_run
     copy = str(tmp / "extended")
     shutil.copytree(run_dir, copy)
-    main.train(*main.parse_args(["--resume", copy, "--epochs", "3", "--no-progress", "--no-plots",
+    main.train(*flags.parse_args(["--resume", copy, "--epochs", "3", "--no-progress", "--no-plots",
                                  "--data-dir", data_dir]))
     records = metrics(copy)
     assert [r["epoch"] for r in records] == [1, 2, 3]
@@ -118,7 +119,7 @@ def test_resume_a_checkpoint_older_than_a_flag(finished_run, data_dir):
     state = load_checkpoint(path)
     del state["args"]["optimizer"]
     torch.save(state, path)
-    main.train(*main.parse_args(["--resume", copy, "--epochs", "3", "--no-progress", "--no-plots",
+    main.train(*flags.parse_args(["--resume", copy, "--epochs", "3", "--no-progress", "--no-plots",
                                  "--data-dir", data_dir]))
     assert load_checkpoint(path)["args"]["optimizer"] == "sgd"
     assert [r["epoch"] for r in metrics(copy)] == [1, 2, 3]
@@ -194,9 +195,9 @@ def expect_error(capsys, argv, code, *phrases):
     return err[0]
 
 
-@pytest.mark.parametrize("flags,phrases", [
-    (["--loss", "softmax"], ["invalid choice: 'softmax'", "xent", "cent", "standalone"]),
-    (["--dataset", "svhn"], ["invalid choice: 'svhn'", "mnist", "fashion-mnist", "cifar10"]),
+@pytest.mark.parametrize("extra,phrases", [
+    (["--loss", "softmax"], ["unknown loss 'softmax'", "xent", "cent", "standalone"]),
+    (["--dataset", "imagenet"], ["unknown dataset 'imagenet'", "mnist", "fashion-mnist", "cifar10"]),
     (["--model", "vgg"], ["invalid choice: 'vgg'", "resnet", "lenet"]),
     (["--feat-dim", "0"], ["--feat-dim must be positive"]),
     (["--epochs", "-3"], ["--epochs must be positive"]),
@@ -214,10 +215,10 @@ def expect_error(capsys, argv, code, *phrases):
     (["--lr-cent", "-0.5"], ["--lr-cent must be positive"]),
     (["--epochs", "two"], ["invalid int value: 'two'"]),
 ])
-def test_bad_flag(finished_run, data_dir, capsys, flags, phrases):
+def test_bad_flag(finished_run, data_dir, capsys, extra, phrases):
     tmp, _ = finished_run
     before = tree(tmp)
-    expect_error(capsys, common(tmp, data_dir) + ["--name", "bad"] + flags, 2, *phrases)
+    expect_error(capsys, common(tmp, data_dir) + ["--name", "bad"] + extra, 2, *phrases)
     assert tree(tmp) == before
 
 
@@ -249,14 +250,14 @@ def test_bad_checkpoint(finished_run, data_dir, capsys, damage):
     assert tree(tmp) == before
 
 
-@pytest.mark.parametrize("flags,phrase", [
+@pytest.mark.parametrize("extra,phrase", [
     (["--model", "resnet"], "--model resnet does not match the checkpoint's lenet"),
     (["--feat-dim", "3"], "--feat-dim 3 does not match the checkpoint's 2"),
 ])
-def test_resume_with_mismatching_flags(finished_run, data_dir, capsys, flags, phrase):
+def test_resume_with_mismatching_flags(finished_run, data_dir, capsys, extra, phrase):
     tmp, run_dir = finished_run
     before = tree(tmp)
-    expect_error(capsys, ["--resume", run_dir, "--data-dir", data_dir] + flags, 2, phrase)
+    expect_error(capsys, ["--resume", run_dir, "--data-dir", data_dir] + extra, 2, phrase)
     assert tree(tmp) == before
 
 

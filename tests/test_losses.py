@@ -179,7 +179,8 @@ def test_nearest_center_and_predictions():
 def test_accuracy_over_a_split_with_a_small_last_batch():
     """10 samples in batches of 4, 4, 2: 7 correct -> 0.7, whereas the mean of the per-batch
     accuracies (3/4, 4/4, 0/2) would be 0.583."""
-    from main import Dist, extract_features
+    from engine import extract_features
+    from utils import Dist
     from datasets import Split
 
     centers = torch.tensor([[0.0, 0.0], [1.0, 1.0]])

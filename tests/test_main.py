@@ -9,18 +9,22 @@ import pytest
 import torch
 
 import datasets
+import losses
+import engine
+import flags
+import utils
 import main
 from conftest import ROOT
 from losses import build_objective
 from models import build_model
-from utils import load_checkpoint, read_jsonl
+from rundir import load_checkpoint, read_jsonl
 
 
-def run_main(tmp_path, data_dir, *flags):
+def run_main(tmp_path, data_dir, *extra):
     argv = ["--data-dir", data_dir, "--no-download", "--log-dir", str(tmp_path / "log"),
             "--img-dir", str(tmp_path / "imgs"), "--no-progress", "--no-plots",
-            "--batch-size", "64", *flags]
-    return main.train(*main.parse_args(argv))
+            "--batch-size", "64", *extra]
+    return main.train(*flags.parse_args(argv))
 
 
 def read_metrics(run_dir):
@@ -52,18 +56,18 @@ def test_end_to_end(tmp_path, data_dir, loss, dataset, model):
     assert [r["epoch"] for r in records] == [1, 2]
     terms = {"xent": ["xent"], "cent": ["xent", "center"], "standalone": ["intra", "inter"]}[loss]
     for r in records:
-        for key in ["lr", "train_loss", "train_acc", "train_nc_acc", "val_acc", "val_nc_acc",
-                    "val_precision_at_1", "val_r_precision", "val_map_at_r",
+        for key in ["lr", "train_loss", "train_acc", "train_nc_acc", "test_acc", "test_nc_acc",
+                    "test_precision_at_1", "test_r_precision", "test_map_at_r",
                     "seconds"] + [f"train_{t}" for t in terms]:
             assert isinstance(r[key], float) and math.isfinite(r[key]), key
         assert finite_numbers(list(r.values()))
         assert r["train_loss"] == pytest.approx(sum(r[f"train_{t}"] for t in terms), rel=1e-5)
-        assert 0.0 <= r["val_acc"] <= 1.0
-        assert len(r["val_center_distances"]) == 10
+        assert 0.0 <= r["test_acc"] <= 1.0
+        assert len(r["test_center_distances"]) == 10
 
     with open(os.path.join(run_dir, "train.log")) as f:
         log = f.read()
-    assert "epoch   1/2" in log and "epoch   2/2" in log and "val acc" in log and "MAP@R" in log
+    assert "epoch   1/2" in log and "epoch   2/2" in log and "test acc" in log and "MAP@R" in log
 
     # The checkpoint loads into a fresh model and objective and reproduces the final val acc.
     umask = os.umask(0)
@@ -78,12 +82,12 @@ def test_end_to_end(tmp_path, data_dir, loss, dataset, model):
     objective = build_objective(loss, 10, 2)
     objective.load_state_dict(ckpt["objective"])
     with torch.inference_mode():
-        features = main.extract_features(net, val, main.Dist(), 2)
+        features = engine.extract_features(net, val, utils.Dist(), 2)
         acc = (objective.predict(features) == val.labels).double().mean().item()
-    assert acc == pytest.approx(records[-1]["val_acc"])
+    assert acc == pytest.approx(records[-1]["test_acc"])
 
 
-@pytest.mark.parametrize("loss,flags,terms,recorded", [
+@pytest.mark.parametrize("loss,extra,terms,recorded", [
     ("center-push", [], ["intra", "inter"], {"alpha": 0.01, "weight_inter": 1.0, "inter_delta": 1.0}),
     ("center-softmax", ["--weight-intra", "0.01"], ["xent", "intra"],
      {"center_gamma": 1.0, "weight_intra": 0.01}),
@@ -95,19 +99,20 @@ def test_end_to_end(tmp_path, data_dir, loss, dataset, model):
      {"head_loss": "hinge", "weight_cent": 0.5}),
     ("xent", ["--label-smoothing", "0.1"], ["xent"], {"label_smoothing": 0.1, "head_loss": "ce"}),
 ])
-def test_each_objective_trains_one_epoch(tmp_path, data_dir, loss, flags, terms, recorded):
+def test_each_objective_trains_one_epoch(tmp_path, data_dir, loss, extra, terms, recorded):
     """Every --loss (and head loss) from main.py: finite terms that sum to the loss, the
     retrieval metrics, its hyperparameters resolved into args.json (per-loss defaults of a
     shared flag such as --margin included), and a checkpoint that reproduces the accuracy."""
-    run_dir = run_main(tmp_path, data_dir, "--loss", loss, "--epochs", "1", "--subset", "256", *flags)
+    run_dir = run_main(tmp_path, data_dir, "--loss", loss, "--epochs", "1", "--subset", "256", *extra)
     with open(os.path.join(run_dir, "args.json")) as f:
         saved = json.load(f)
     assert {k: saved[k] for k in recorded} == recorded
     (r,) = read_metrics(run_dir)
     assert finite_numbers(list(r.values()))
     assert r["train_loss"] == pytest.approx(sum(r[f"train_{t}"] for t in terms), rel=1e-5)
-    assert not set(k[6:] for k in r if k.startswith("train_")) - {*terms, "loss", "acc", "nc_acc"}
-    for key in ("val_acc", "val_nc_acc", "val_precision_at_1", "val_r_precision", "val_map_at_r"):
+    assert not set(k[6:] for k in r if k.startswith("train_") and not k.startswith("train_eval_")) \
+        - {*terms, "loss", "acc", "nc_acc"}
+    for key in ("test_acc", "test_nc_acc", "test_precision_at_1", "test_r_precision", "test_map_at_r"):
         assert 0.0 <= r[key] <= 1.0, key
     ckpt = load_checkpoint(os.path.join(run_dir, "last.pt"))
     val = datasets.load_split("mnist", data_dir, False, "cpu", subset=256, download=False)
@@ -116,9 +121,9 @@ def test_each_objective_trains_one_epoch(tmp_path, data_dir, loss, flags, terms,
     objective = build_objective(loss, 10, 2, **{k: v for k, v in saved.items() if k in recorded})
     objective.load_state_dict(ckpt["objective"])
     with torch.inference_mode():
-        features = main.extract_features(net, val, main.Dist(), 2, 64, torch.channels_last)
+        features = engine.extract_features(net, val, utils.Dist(), 2, 64, torch.channels_last)
         acc = (objective.predict(features) == val.labels).double().mean().item()
-    assert acc == pytest.approx(r["val_acc"])
+    assert acc == pytest.approx(r["test_acc"])
 
 
 def test_the_centers_own_learning_rate_is_logged(tmp_path, data_dir):
@@ -141,7 +146,7 @@ def test_learns_the_generated_classes(tmp_path, data_dir):
     standalone loss separate them, measured by nearest center on the test split."""
     run_dir = run_main(tmp_path, data_dir, "--loss", "standalone", "--epochs", "6",
                        "--batch-size", "32")
-    accuracies = [r["val_acc"] for r in read_metrics(run_dir)]
+    accuracies = [r["test_acc"] for r in read_metrics(run_dir)]
     assert max(accuracies) > 0.85 and accuracies[-1] > accuracies[0] + 0.2, accuracies
 
 
@@ -154,3 +159,34 @@ def test_command_line_exit_code(tmp_path, data_dir):
     assert proc.returncode == 0, proc.stderr
     assert "epoch   1/1" in proc.stdout + proc.stderr
     assert os.path.isfile(tmp_path / "log" / "cent-cifar10-feat=3" / "last.pt")
+
+
+NEW_LOSSES = ["contrastive-center", "ring", "island", "triplet-center", "git", "contrastive",
+              "triplet", "multi-similarity", "supcon", "proxy-anchor", "proxy-nca", "normface",
+              "sphereface", "pml:CircleLoss"]
+
+
+@pytest.mark.parametrize("loss", NEW_LOSSES)
+def test_each_new_loss_trains_one_epoch(tmp_path, data_dir, loss):
+    """The center-loss family and the metric-learning losses from main.py: finite terms that
+    sum to the loss, and a checkpoint (learnable proxies, or the class means a pair loss
+    predicts with) that reproduces the accuracy."""
+    run_dir = run_main(tmp_path, data_dir, "--loss", loss, "--epochs", "1", "--subset", "256",
+                       "--model", "lenet", "--lr", "0.001")
+    saved = json.load(open(os.path.join(run_dir, "args.json")))
+    (r,) = read_metrics(run_dir)
+    assert finite_numbers([v for k, v in r.items() if not k.endswith(("nc1", "center_ratio"))])
+    terms = [k for k in r if k.startswith("train_") and k not in ("train_loss", "train_acc",
+                                                                    "train_nc_acc")
+             and not k.startswith("train_eval_")]
+    assert terms and r["train_loss"] == pytest.approx(sum(r[t] for t in terms), rel=1e-5)
+    ckpt = load_checkpoint(os.path.join(run_dir, "last.pt"))
+    test = datasets.load_split("mnist", data_dir, False, "cpu", subset=256, download=False)
+    net = build_model("lenet", 2, 1, 28).to(memory_format=torch.channels_last)
+    net.load_state_dict(ckpt["model"])
+    objective = build_objective(loss, 10, 2, **{k: saved.get(k) for k in losses.declared()})
+    objective.load_state_dict(ckpt["objective"])
+    with torch.inference_mode():
+        features = engine.extract_features(net, test, utils.Dist(), 2, 64, torch.channels_last)
+        acc = (objective.predict(features) == test.labels).double().mean().item()
+    assert acc == pytest.approx(r["test_acc"])

@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+import datasets
+import flags
 import main
 import optim
 import recipes
@@ -15,8 +17,8 @@ from losses import build_objective
 from models import build_model
 
 
-def parse(*flags):
-    return main.parse_args(list(flags))[0]
+def parse(*argv):
+    return flags.parse_args(list(argv))[0]
 
 
 def test_reference_is_the_parsers_defaults():
@@ -59,7 +61,7 @@ def test_a_preset_sets_a_datasets_own_values_for_that_dataset_only(monkeypatch):
     assert parse("--recipe", "own", "--dataset", "fashion-mnist", "--loss", "cosface",
                  "--lr", "0.5").lr == 0.5
     # the fast recipe: every dataset within the 10 epochs asked of it
-    for name in main.datasets.DATASETS:
+    for name in datasets.DATASETS:
         assert parse("--recipe", "fast", "--dataset", name).epochs <= 10
     assert parse("--recipe", "fast", "--dataset", "fashion-mnist").epochs == 10
     args = parse("--recipe", "fast", "--dataset", "fashion-mnist", "--loss", "standalone")
@@ -99,7 +101,7 @@ def test_a_preset_sets_an_objectives_own_values_for_that_objective_only(monkeypa
 
 
 def test_args_json_records_the_resolved_values(tmp_path, data_dir):
-    run_dir = main.train(*main.parse_args([
+    run_dir = main.train(*flags.parse_args([
         "--recipe", "fast", "--epochs", "1", "--lr", "0.001", "--data-dir", data_dir,
         "--no-download", "--log-dir", str(tmp_path), "--no-plots", "--no-progress",
         "--batch-size", "64", "--model", "lenet"]))

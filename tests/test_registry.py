@@ -6,13 +6,16 @@ import torch
 from torch import nn
 
 import losses
+import engine
+import flags
+import report
 import main
 import visualize
 from losses import OBJECTIVES, Entry, Hyper, build_objective, describe_hypers
 
 
 def parse(*argv):
-    args, _ = main.parse_args(list(argv))
+    args, _ = flags.parse_args(list(argv))
     return args
 
 
@@ -23,10 +26,10 @@ def test_each_objective_declares_consistent_hyperparameters():
         assert len(names) == len(set(names)), loss
         built = build_objective(loss, 4, 3)  # all defaults
         assert isinstance(built, nn.Module) and hasattr(built, "predict") and hasattr(built, "centers")
-    flags = [f for d in decls.values() for f in d[0][1].flags]
-    assert len(flags) == len(set(flags))
-    parser_flags = {f for a in main.build_parser()._actions for f in a.option_strings}
-    assert set(flags) <= parser_flags
+    declared_flags = [f for d in decls.values() for f in d[0][1].flags]
+    assert len(declared_flags) == len(set(declared_flags))
+    parser_flags = {f for a in flags.build_parser()._actions for f in a.option_strings}
+    assert set(declared_flags) <= parser_flags
 
 
 def test_the_old_flags_keep_their_spellings():
@@ -54,9 +57,9 @@ def test_shared_flag_resolves_to_each_loss_default():
 def test_build_net_without_resolved_hyperparameters():
     """Args that never went through check_args (bench/train_step.py) or an old run's args.json without
     the newer names: build_net gives the objective its defaults."""
-    args = main.build_parser().parse_args(["--loss", "cent", "--model", "lenet"])
+    args = flags.build_parser().parse_args(["--loss", "cent", "--model", "lenet"])
     assert not hasattr(args, "weight_cent")
-    net, _ = main.build_net(args, 10, 1, 28, "cpu")
+    net, _ = engine.build_net(args, 10, 1, 28, "cpu")
     assert (net.objective.weight_cent, net.objective.head_loss) == (1.0, "ce")
 
 
@@ -78,16 +81,16 @@ def test_bounds_and_contradictions():
 
 
 def test_weights_column_reads_the_registry():
-    assert visualize.weights({"loss": "xent"}) == "-"  # an old run: defaults
-    assert visualize.weights({"loss": "cent", "weight_cent": 1.0}) == "w_cent=1"
-    assert visualize.weights({"loss": "xent", "head_loss": "focal", "focal_gamma": 2.0,
+    assert report.weights({"loss": "xent"}) == "-"  # an old run: defaults
+    assert report.weights({"loss": "cent", "weight_cent": 1.0}) == "w_cent=1"
+    assert report.weights({"loss": "xent", "head_loss": "focal", "focal_gamma": 2.0,
                               "label_smoothing": 0.0}) == "head=focal, focal_gamma=2"
-    assert visualize.weights({"loss": "xent", "label_smoothing": 0.1}) == "smoothing=0.1"
-    assert visualize.weights({"loss": "standalone", "weight_intra": 1.0, "weight_inter": 0.1,
+    assert report.weights({"loss": "xent", "label_smoothing": 0.1}) == "smoothing=0.1"
+    assert report.weights({"loss": "standalone", "weight_intra": 1.0, "weight_inter": 0.1,
                               "inter_delta": 1.0, "weight_cent": 1.0}) == "w_intra=1, w_inter=0.1, delta=1"
-    assert visualize.weights({"loss": "arcface", "scale": 16.0, "margin": 0.5}) == "scale=16, margin=0.5"
-    assert visualize.weights({"loss": "center-softmax"}) == "gamma=1, w_intra=0"
-    assert visualize.weights({"loss": "removed-since"}) == "-"
+    assert report.weights({"loss": "arcface", "scale": 16.0, "margin": 0.5}) == "scale=16, margin=0.5"
+    assert report.weights({"loss": "center-softmax"}) == "gamma=1, w_intra=0"
+    assert report.weights({"loss": "removed-since"}) == "-"
 
 
 class Toy(nn.Module):
@@ -116,7 +119,7 @@ def test_adding_an_objective_is_one_entry(monkeypatch):
     assert parse("--loss", "toy", "--pull", "2").pull == 2.0
     with pytest.raises(SystemExit):
         parse("--loss", "toy", "--pull", "-1")
-    net, _ = main.build_net(parse("--loss", "toy", "--pull", "2", "--model", "lenet"), 10, 1, 28, "cpu")
+    net, _ = engine.build_net(parse("--loss", "toy", "--pull", "2", "--model", "lenet"), 10, 1, 28, "cpu")
     assert isinstance(net.objective, Toy) and (net.objective.pull, net.objective.margin) == (2.0, 3.0)
     assert describe_hypers("toy", vars(args)) == "pull=0.5, margin=3"
     with pytest.raises(ValueError, match="toy"):  # a shared name must keep its flag and bounds

@@ -11,8 +11,10 @@ import pytest
 
 import recipes
 import sweep
+import report
+import rundir
 from conftest import ROOT
-from utils import is_locked, read_jsonl
+from rundir import is_locked, read_jsonl
 
 SWEEP = os.path.join(ROOT, "sweep.py")
 
@@ -43,7 +45,7 @@ def test_grid_finishes_and_a_rerun_starts_nothing(tmp_path, data_dir, capsys):
     assert sweep.main(argv) == 0
     dirs = [str(tmp_path / "log" / f"{loss}-mnist-feat=2-seed0") for loss in ("xent", "standalone")]
     for d in dirs:
-        assert sweep.state_of(d) == "finished" and epochs_of(d) == [1]
+        assert rundir.state_of(d) == "finished" and epochs_of(d) == [1]
     stamps = {d: os.stat(os.path.join(d, "metrics.jsonl")).st_mtime_ns for d in dirs}
     capsys.readouterr()
 
@@ -82,8 +84,8 @@ def test_a_killed_grid_completes_on_rerun_with_each_run_done_once(tmp_path, data
     while is_locked(str(first)) and time.time() < deadline:
         time.sleep(0.05)
     assert not is_locked(str(first))
-    assert sweep.state_of(str(first)) == "started"
-    assert sweep.state_of(str(tmp_path / "log" / "standalone-mnist-feat=2-seed0")) == "new"
+    assert rundir.state_of(str(first)) == "started"
+    assert rundir.state_of(str(tmp_path / "log" / "standalone-mnist-feat=2-seed0")) == "new"
 
     done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -99,7 +101,7 @@ def test_submitit_local_executor_runs_a_grid(tmp_path, data_dir):
     argv = grid_argv(tmp_path, data_dir, losses=("cent",), extra=["--launcher", "submitit-local"])
     assert sweep.main(argv) == 0
     run_dir = str(tmp_path / "log" / "cent-mnist-feat=2-seed0")
-    assert sweep.state_of(run_dir) == "finished" and epochs_of(run_dir) == [1]
+    assert rundir.state_of(run_dir) == "finished" and epochs_of(run_dir) == [1]
     assert os.listdir(tmp_path / "log" / "submitit")  # submitit's own job files
 
 
@@ -114,7 +116,7 @@ def make_run(root, loss, dataset, feat_dim, seed, accs, seconds, epochs=None, **
             "model": "resnet", "lr": 0.01, **settings}
     (run_dir / "args.json").write_text(json.dumps(args))
     (run_dir / "metrics.jsonl").write_text("".join(
-        json.dumps({"epoch": i + 1, "val_acc": a, "seconds": s}) + "\n"
+        json.dumps({"epoch": i + 1, "test_acc": a, "seconds": s}) + "\n"
         for i, (a, s) in enumerate(zip(accs, seconds))))
     return str(run_dir)
 
@@ -124,10 +126,10 @@ def test_recipe_label_names_a_setting_the_run_left_unset(tmp_path, monkeypatch):
     monkeypatch.setitem(recipes.RECIPES, "reference", {"epochs": 2, "lr_cent": 0.005})
     run = make_run(tmp_path, "cent", "mnist", 2, 0, [0.9, 0.95], [30, 30], lr_cent=None)
     with open(os.path.join(run, "args.json")) as f:
-        assert sweep.recipe_of(json.load(f)) == ("reference, lr_cent unset", True, 2)
+        assert report.recipe_of(json.load(f)) == ("reference, lr_cent unset", True, 2)
     run = make_run(tmp_path / "set", "cent", "mnist", 2, 0, [0.9, 0.95], [30, 30], lr_cent=0.005)
     with open(os.path.join(run, "args.json")) as f:
-        assert sweep.recipe_of(json.load(f)) == ("reference", False, 2)
+        assert report.recipe_of(json.load(f)) == ("reference", False, 2)
 
 
 def test_results_table_from_run_directories(tmp_path, monkeypatch):
@@ -146,7 +148,7 @@ def test_results_table_from_run_directories(tmp_path, monkeypatch):
         make_run(tmp_path / "other", "standalone", "mnist", 2, 1, [0.9, 0.9925], [30, 30],
                  inter_delta=1.0, weight_cent=1.0),
     ]
-    table = sweep.results_table(dirs + [str(tmp_path / "README.md")])
+    table = report.reproduction_table(dirs + [str(tmp_path / "README.md")])
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.strip().splitlines()]
     assert cells[0][3] == "recipe" and cells[0][-2:] == ["epochs", "min/run"]
     rows = {(*c[:4], c[-2]): c[4:-2] + [c[-1]] for c in cells[2:]}
@@ -161,23 +163,23 @@ def test_results_table_from_run_directories(tmp_path, monkeypatch):
         "0.994", "0.9955 (n=1)", "+0.15", "1.0"]
     assert rows[("margin", "mnist", "2", "reference", "1")] == ["-", "0.9700 (n=1)", "-", "0.8"]
     assert rows[("cent", "cifar10", "128", "-", "-")] == ["0.858", "not run", "-", "-"]
-    labelled = sweep.results_table(dirs, not_run="not run here: no data offline")
+    labelled = report.reproduction_table(dirs, not_run="not run here: no data offline")
     cifar = [[c.strip() for c in line.strip("|").split("|")] for line in labelled.splitlines()
              if "cifar10" in line]
     assert len(cifar) == 6 and {c[5] for c in cifar} == {"not run here: no data offline"}
     # as the recipe makes them: the changed setting and the other length are left out
     # (reference: 100 epochs, so the hand-made runs say they are of a recipe with 2)
     monkeypatch.setitem(recipes.RECIPES, "reference", {"epochs": 2})
-    only = sweep.results_table(dirs, as_recipe=True)
+    only = report.reproduction_table(dirs, as_recipe=True)
     assert "inter_delta" not in only and "0.9950" not in only and "0.9920 ± 0.0020 (n=3)" in only
     assert "0.9700" not in only  # margin's run has 1 epoch
     monkeypatch.setitem(recipes.RECIPES, "reference", {"epochs": 3})  # only the long xent run
     long = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line
-            for line in sweep.results_table(dirs, as_recipe=True).splitlines()[2:]}
+            for line in report.reproduction_table(dirs, as_recipe=True).splitlines()[2:]}
     assert "0.9950 (n=1)" in long[("xent", "mnist", "2")]
     assert "other settings only" in long[("standalone", "mnist", "2")]
     assert "not run" in long[("xent", "cifar10", "2")]
-    assert len(rows) == len(sweep.PUBLISHED) + 3
+    assert len(rows) == len(report.PUBLISHED) + 3
     order = [k[:3] for k in rows]
     assert order.index(("xent", "mnist", "2")) < order.index(("standalone", "mnist", "2")) \
         < order.index(("margin", "mnist", "2")) < order.index(("xent", "mnist", "128"))
@@ -189,14 +191,14 @@ def test_gallery_and_export(tmp_path):
     dirs = [make_run(log, "standalone", "mnist", 2, 0, [0.99], [1]),
             make_run(log, "xent", "fashion-mnist", 128, 0, [0.92], [1]),
             make_run(log, "xent", "mnist", 2, 1, [0.9], [1], epochs=3)]  # unfinished: left out
-    md = sweep.gallery(dirs, "imgs").strip().splitlines()
+    md = report.gallery(dirs, "imgs").strip().splitlines()
     assert len(md) == 4
     assert md[2] == ("| standalone | mnist | 2 | 1 | 0.9900 | "
                      "![standalone-mnist-feat=2-seed0 train](imgs/standalone-mnist-feat=2-seed0/train.gif) | "
                      "![standalone-mnist-feat=2-seed0 val](imgs/standalone-mnist-feat=2-seed0/val.gif) |")
     assert "imgs/xent-fashion-mnist-feat=128-seed0/val.png" in md[3]
     (log / "standalone-mnist-feat=2-seed0" / "last.pt").write_bytes(b"x")
-    copied = sweep.export(dirs, str(tmp_path / "results"))
+    copied = rundir.export(dirs, str(tmp_path / "results"))
     assert [os.path.basename(c) for c in copied] == ["standalone-mnist-feat=2-seed0",
                                                     "xent-fashion-mnist-feat=128-seed0"]
     assert sorted(os.listdir(copied[0])) == ["args.json", "metrics.jsonl"]

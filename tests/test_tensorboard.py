@@ -17,18 +17,21 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
+import flags
+import rundir
+import utils
 import main
 import tboard
 import visualize
 from conftest import ROOT
 from test_failures import tree
 from test_visualize import fake_run
-from utils import read_jsonl
+from rundir import read_jsonl
 
 STEPS = 512 // 64  # the fake MNIST's training split in batches of 64
 
 
-def flags(tmp_path, data_dir, *more):
+def argv_of(tmp_path, data_dir, *more):
     return ["--data-dir", data_dir, "--no-download", "--log-dir", str(tmp_path / "log"),
             "--img-dir", str(tmp_path / "imgs"), "--no-progress", "--no-plots",
             "--batch-size", "64", "--tensorboard", *more]
@@ -61,7 +64,7 @@ def assert_scalars_equal_metrics(acc, records, dataset):
 @pytest.fixture(scope="module")
 def run_2d(tmp_path_factory, data_dir):
     tmp = tmp_path_factory.mktemp("tb2d")
-    return main.train(*main.parse_args(flags(tmp, data_dir, "--epochs", "2", "--log-interval", "3")))
+    return main.train(*flags.parse_args(argv_of(tmp, data_dir, "--epochs", "2", "--log-interval", "3")))
 
 
 def test_scalars_steps_and_frames_of_a_2d_run(run_2d):
@@ -71,13 +74,13 @@ def test_scalars_steps_and_frames_of_a_2d_run(run_2d):
     # names that group: train/, val/, lr, distances/ (every class, every pair of centers once)
     for tag, key in (("train/loss", "train_loss"), ("train/intra", "train_intra"),
                      ("train/inter", "train_inter"), ("train/acc", "train_acc"),
-                     ("val/acc", "val_acc"), ("val/nc_acc", "val_nc_acc"), ("lr", "lr"),
+                     ("test/acc", "test_acc"), ("test/nc_acc", "test_nc_acc"), ("lr", "lr"),
                      ("seconds", "seconds")):
         assert [e.value for e in acc.Scalars(tag)] == pytest.approx([r[key] for r in records], rel=1e-6)
     assert acc.Scalars("distances/to_center_mean/7")[-1].value == pytest.approx(
-        records[-1]["val_dist_to_center_mean"][7], rel=1e-6)
+        records[-1]["test_dist_to_center_mean"][7], rel=1e-6)
     assert acc.Scalars("distances/center_to_center/3_vs_8")[-1].value == pytest.approx(
-        records[-1]["val_center_distances"][3][8], rel=1e-6)
+        records[-1]["test_center_distances"][3][8], rel=1e-6)
     assert sum(t.startswith("distances/") for t in expected) == 10 + 10 + 45
 
     # per-step terms at the log points (every 3 steps and the epoch's last), global steps
@@ -102,7 +105,7 @@ def test_scalars_steps_and_frames_of_a_2d_run(run_2d):
 
 
 def test_embedding_of_a_128d_run(tmp_path, data_dir):
-    run_dir = main.train(*main.parse_args(flags(
+    run_dir = main.train(*flags.parse_args(argv_of(
         tmp_path, data_dir, "--dataset", "fashion-mnist", "--feat-dim", "128", "--epochs", "1",
         "--snapshot-size", "100")))
     acc = events(run_dir)
@@ -115,7 +118,7 @@ def test_embedding_of_a_128d_run(tmp_path, data_dir):
     with open(os.path.join(tb, "projector_config.pbtxt")) as f:
         config = text_format.Parse(f.read(), ProjectorConfig())
     [embedding] = config.embeddings
-    snap = visualize.load_snapshot(visualize.snapshot_paths(run_dir)[-1])
+    snap = rundir.load_snapshot(rundir.snapshot_paths(run_dir)[-1])
     tensor = np.loadtxt(os.path.join(tb, embedding.tensor_path), delimiter="\t", ndmin=2)
     np.testing.assert_allclose(tensor, snap["val_features"], rtol=1e-5, atol=1e-6)
     assert tensor.shape == (100, 128)
@@ -133,7 +136,7 @@ def test_sigkill_and_resume_continue_the_curves(tmp_path, data_dir):
     """Killed in epoch 2 after some of its per-step events reached the file: the resumed run's
     events have every tag's steps strictly increasing, and what the stopped run wrote of
     epoch 2 is gone (TensorBoard's purge)."""
-    argv = flags(tmp_path, data_dir, "--epochs", "3", "--log-interval", "2")
+    argv = argv_of(tmp_path, data_dir, "--epochs", "3", "--log-interval", "2")
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *argv],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     run_dir = str(tmp_path / "log" / "standalone-mnist-feat=2")
@@ -150,7 +153,7 @@ def test_sigkill_and_resume_continue_the_curves(tmp_path, data_dir):
     proc.wait()
     assert max(seen) > STEPS and len(read_jsonl(os.path.join(run_dir, "metrics.jsonl"))) < 3
 
-    main.train(*main.parse_args(["--resume", run_dir, "--no-progress", "--no-plots",
+    main.train(*flags.parse_args(["--resume", run_dir, "--no-progress", "--no-plots",
                                  "--data-dir", data_dir]))
     acc = events(run_dir)
     for tag in acc.Tags()["scalars"]:
@@ -209,7 +212,7 @@ def hide_tensorboard(monkeypatch):
 def test_without_the_package_one_line_and_no_file(tmp_path, data_dir, monkeypatch, capsys):
     hide_tensorboard(monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
-        main.main(flags(tmp_path, data_dir, "--epochs", "1"))
+        main.main(argv_of(tmp_path, data_dir, "--epochs", "1"))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install tensorboard" in err[0], err

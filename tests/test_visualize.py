@@ -11,10 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
+import flags
+import plots
+import report
+import rundir
 import main
 import visualize
 from conftest import ROOT
-from utils import UserError, read_jsonl
+from rundir import read_jsonl
+from utils import UserError
 
 
 def read_metrics(run_dir):
@@ -67,15 +72,16 @@ def fake_run(root, loss="standalone", dataset="mnist", feat_dim=2, epochs=3, eva
         evaluating = epoch % eval_every == 0 or epoch == epochs
         if evaluating:
             between = np.linalg.norm(centers[:, None] - centers[None], axis=2)
-            record.update({"val_acc": float(rng.uniform(0.5, 1)), "val_nc_acc": float(rng.uniform(0.5, 1)),
-                           "val_dist_to_center_mean": rng.uniform(1, 2, 10).tolist(),
-                           "val_dist_to_center_std": rng.uniform(0, 1, 10).tolist(),
-                           "val_center_distances": between.tolist()})
+            record.update({"test_acc": float(rng.uniform(0.5, 1)), "test_nc_acc": float(rng.uniform(0.5, 1)),
+                           "test_dist_to_center_mean": rng.uniform(1, 2, 10).tolist(),
+                           "test_dist_to_center_std": rng.uniform(0, 1, 10).tolist(),
+                           "test_center_distances": between.tolist()})
         records.append(record)
         tensor = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))  # noqa: E731
-        visualize.save_snapshot(run_dir, epoch, tensor(train), torch.from_numpy(train_labels),
-                                tensor(val) if evaluating else None, torch.from_numpy(val_labels),
-                                tensor(centers), record)
+        rundir.save_snapshot(run_dir, epoch, {
+            "train_features": tensor(train), "train_labels": torch.from_numpy(train_labels),
+            "val_features": tensor(val) if evaluating else None,
+            "val_labels": torch.from_numpy(val_labels), "centers": tensor(centers)}, record)
     with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     return run_dir
@@ -91,7 +97,7 @@ def real_runs(tmp_path_factory, data_dir):
                 "--epochs", "2", "--batch-size", "32", "--lr", "0.001", "--data-dir", data_dir,
                 "--no-download", "--log-dir", str(tmp / "log"), "--img-dir", str(tmp / "imgs"),
                 "--no-progress"]
-        runs[feat_dim] = main.train(*main.parse_args(argv))
+        runs[feat_dim] = main.train(*flags.parse_args(argv))
     return tmp, runs
 
 
@@ -126,7 +132,7 @@ def test_real_run_draws_projections(real_runs):
 
 def test_gif_has_one_frame_per_epoch_and_val_per_evaluation(tmp_path):
     run_dir = fake_run(tmp_path, epochs=5, eval_every=2)
-    paths = visualize.draw_run(run_dir, str(tmp_path / "imgs"))
+    paths = plots.draw_run(run_dir, str(tmp_path / "imgs"))
     assert sorted(os.path.basename(p) for p in paths) == ["centers.png", "curves.png",
                                                            "train.gif", "val.gif"]
     train, _, _ = gif_frames(tmp_path / "imgs" / "train.gif")
@@ -139,14 +145,14 @@ def test_limits_ignore_a_single_outlier():
     rng = np.random.default_rng(0)
     points = rng.normal(size=(10_000, 2))
     points[123] = (1e6, -1e6)
-    x0, x1, y0, y1 = visualize.robust_limits(points)
+    x0, x1, y0, y1 = plots.robust_limits(points)
     assert -10 < x0 < -2 and 2 < x1 < 10 and -10 < y0 < -2 and 2 < y1 < 10
     assert x1 - x0 == pytest.approx(y1 - y0)  # square, for the equal aspect
     inside = (points[:, 0] > x0) & (points[:, 0] < x1) & (points[:, 1] > y0) & (points[:, 1] < y1)
     assert inside.mean() > 0.995
     # The GIFs' limits are those of all epochs together: the widest epoch fits.
     small = [{"train_features": points[:5000] * 0.01}, {"train_features": points[5000:] * 3}]
-    lx0, lx1, _, _ = visualize.shared_limits(small)
+    lx0, lx1, _, _ = plots.shared_limits(small)
     assert lx0 < -5 and lx1 > 5
 
 
@@ -158,7 +164,7 @@ def test_projection(method):
     centers = rng.normal(size=(10, 16)) * 5
     labels = rng.integers(0, 10, 200)
     features = centers[labels] + rng.normal(size=(200, 16))
-    points, projected, axis_labels = visualize.project(features, centers, method)
+    points, projected, axis_labels = plots.project(features, centers, method)
     assert points.shape == (200, 2) and np.isfinite(points).all() and len(axis_labels) == 2
     if method == "tsne":
         assert projected is None  # t-SNE cannot place new points
@@ -185,16 +191,16 @@ def test_results_table_parses_back_to_the_metrics(tmp_path, real_runs):
             fake_run(tmp_path, "cent", "mnist", 2, seed=3),
             fake_run(tmp_path, "xent", "fashion-mnist", 2, epochs=4, eval_every=3, seed=4),
             real_runs[1][128], real_runs[1][2], str(readme)]
-    rows = parse_table(visualize.results_table(dirs))
+    rows = parse_table(report.runs_table(dirs))
     assert [(r["dataset"], r["feat_dim"], r["loss"]) for r in rows] == [
         ("mnist", "2", "cent"), ("mnist", "2", "standalone"), ("mnist", "128", "cent"),
         ("fashion-mnist", "2", "xent"), ("cifar10", "128", "xent"), ("cifar10", "128", "standalone")]
     by_run = {r["run"]: r for r in rows}
     for d in dirs[:-1]:
         row = by_run[os.path.basename(d)]
-        val = [r["val_acc"] for r in read_metrics(d) if "val_acc" in r]
-        assert float(row["best val acc"]) == pytest.approx(max(val), abs=5e-5)
-        assert float(row["final val acc"]) == pytest.approx(val[-1], abs=5e-5)
+        val = [r["test_acc"] for r in read_metrics(d) if "test_acc" in r]
+        assert float(row["test acc"]) == pytest.approx(val[-1], abs=5e-5)  # never a best over epochs
+        assert row["protocol"] == "published"
         assert row["epochs"] == str(len(read_metrics(d)))
     assert by_run["cent-mnist-feat=2"]["weights"] == "w_cent=1"
     assert by_run["standalone-cifar10-feat=128"]["weights"] == "w_intra=1, w_inter=0.1, delta=1"
@@ -202,23 +208,23 @@ def test_results_table_parses_back_to_the_metrics(tmp_path, real_runs):
     # retrieval columns: the last evaluation's, "-" for runs without them (the fake ones)
     for d in dirs[:-1]:
         row, last = by_run[os.path.basename(d)], read_metrics(d)[-1]
-        if "val_map_at_r" in last:
-            assert float(row["final MAP@R"]) == pytest.approx(last["val_map_at_r"], abs=5e-5)
-            assert float(row["final P@1"]) == pytest.approx(last["val_precision_at_1"], abs=5e-5)
-            assert float(row["final R-prec"]) == pytest.approx(last["val_r_precision"], abs=5e-5)
+        if "test_map_at_r" in last:
+            assert float(row["MAP@R"]) == pytest.approx(last["test_map_at_r"], abs=5e-5)
+            assert float(row["P@1"]) == pytest.approx(last["test_precision_at_1"], abs=5e-5)
+            assert float(row["R-prec"]) == pytest.approx(last["test_r_precision"], abs=5e-5)
         else:
-            assert row["final MAP@R"] == row["final P@1"] == row["final R-prec"] == "-"
+            assert row["MAP@R"] == row["P@1"] == row["R-prec"] == "-"
 
 
 def test_results_table_orders_the_new_objectives_after_the_three(tmp_path):
     losses = ["arcface", "margin", "xent", "cosface", "center-softmax", "standalone",
               "center-push", "cent", "some-future-loss"]
     dirs = [fake_run(tmp_path, loss, epochs=1, n=40, seed=i) for i, loss in enumerate(losses)]
-    rows = parse_table(visualize.results_table(dirs))
+    rows = parse_table(report.runs_table(dirs))
     assert [r["loss"] for r in rows] == ["xent", "cent", "standalone", "center-push",
                                          "center-softmax", "margin", "cosface", "arcface",
                                          "some-future-loss"]
-    assert "final MAP@R" not in rows[0]  # no run has retrieval metrics: no such column
+    assert "MAP@R" not in rows[0]  # no run has retrieval metrics: no such column
     by_loss = {r["loss"]: r for r in rows}
     assert by_loss["cosface"]["weights"] == "scale=64, margin=0.35"  # defaults: not in the args
     assert by_loss["some-future-loss"]["weights"] == "-"
@@ -240,12 +246,12 @@ def test_runs_without_metrics_or_snapshots_are_refused(tmp_path):
     run_dir = fake_run(tmp_path, epochs=1)
     os.remove(os.path.join(run_dir, "metrics.jsonl"))
     with pytest.raises(UserError, match="no metrics"):
-        visualize.draw_run(run_dir, str(tmp_path / "imgs"))
+        plots.draw_run(run_dir, str(tmp_path / "imgs"))
     run_dir = fake_run(tmp_path, "xent", epochs=1)
     for name in os.listdir(os.path.join(run_dir, "features")):
         os.remove(os.path.join(run_dir, "features", name))
     with pytest.raises(UserError, match="no feature snapshots"):
-        visualize.draw_run(run_dir, str(tmp_path / "imgs"))
+        plots.draw_run(run_dir, str(tmp_path / "imgs"))
 
 
 @pytest.mark.parametrize("case", ["missing", "empty"])

@@ -1,0 +1,260 @@
+"""Every table and the results page, computed from run directories alone (rundir.read_run):
+
+    runs_table          one row per run: accuracies, retrieval, settings
+    reproduction_table  ours (mean ± std over seeds) against the published table
+    gallery             the GIFs (2-D) or projections (above 2-D) of each run
+    results_page        results/README.md, written whole by `python sweep.py --report results`
+
+A test regenerates results/README.md from the committed run directories and compares it
+with the committed file, so no table drifts from its runs.
+"""
+import glob
+import os
+
+import numpy as np
+
+import datasets
+import flags
+import losses
+from rundir import read_run, split_names, state_of
+from utils import UserError
+
+LOSS_ORDER = ("xent", "cent", "standalone", "center-push", "center-softmax", "margin", "cosface",
+              "arcface")
+
+
+# Test accuracy after 100 epochs of the original experiments (shared REFERENCE.md).
+PUBLISHED = {
+    ("xent", "mnist", 2): 0.991, ("cent", "mnist", 2): 0.990, ("standalone", "mnist", 2): 0.994,
+    ("xent", "mnist", 128): 0.994, ("cent", "mnist", 128): 0.996,
+    ("standalone", "mnist", 128): 0.996,
+    ("xent", "fashion-mnist", 2): 0.913, ("cent", "fashion-mnist", 2): 0.913,
+    ("standalone", "fashion-mnist", 2): 0.921, ("xent", "fashion-mnist", 128): 0.926,
+    ("cent", "fashion-mnist", 128): 0.932, ("standalone", "fashion-mnist", 128): 0.922,
+    ("xent", "cifar10", 2): 0.815, ("cent", "cifar10", 2): 0.775,
+    ("standalone", "cifar10", 2): 0.787, ("xent", "cifar10", 128): 0.866,
+    ("cent", "cifar10", 128): 0.858, ("standalone", "cifar10", 128): 0.806,
+}
+PUBLISHED_EPOCHS = 100
+
+
+def weights(args):
+    """The run's loss's hyperparameters as the registry declares them (`w_cent=1`), "-" for
+    none; a run older than a hyperparameter shows its default."""
+    return losses.describe_hypers(args["loss"], args)
+
+
+RETRIEVAL_COLUMNS = {"P@1": "precision_at_1", "R-prec": "r_precision", "MAP@R": "map_at_r"}
+
+
+def protocol(args):
+    """How the run decided: `published` (train on all, decide on test) or `val N`."""
+    return f"val {args['val_size']}" if args.get("val_size") else "published"
+
+
+def test_acc(record):
+    """The official test split's accuracy of a record (its seen classes in an open-set run)."""
+    return record.get("test_acc", record.get("seen_acc"))
+
+
+def summarize(run_dir):
+    """One row of the every-run table (a dict of strings) and its sort key: the final test
+    accuracy and retrieval, as measured once at the end (never a best over epochs)."""
+    args, records = read_run(run_dir, need_metrics=False)
+    done, planned = (records[-1]["epoch"] if records else 0), args.get("epochs")
+    tested = split_names(args)[1]
+    last = records[-1] if records else {}
+    acc = test_acc(last)
+    row = {"loss": args["loss"], "dataset": args["dataset"], "feat_dim": str(args["feat_dim"]),
+           "model": args.get("model", "?"), "protocol": protocol(args),
+           "test acc": f"{acc:.4f}" if acc is not None else "-",
+           **{column: f"{last[f'{tested}_{key}']:.4f}" if last.get(f"{tested}_{key}") is not None
+              else None for column, key in RETRIEVAL_COLUMNS.items()},
+           "epochs": str(done) if done == planned else f"{done}/{planned}",
+           "weights": weights(args), "run": os.path.basename(os.path.normpath(run_dir))}
+    key = (rank(args["dataset"], list(datasets.DATASETS)), args["feat_dim"],
+           rank(args["loss"], LOSS_ORDER), row["run"])
+    return key, row
+
+
+def rank(name, order):
+    """Sorts as `order` does; names not in it after, alphabetically."""
+    return (order.index(name), "") if name in order else (len(order), name)
+
+
+def runs_table(run_dirs):
+    """A Markdown table of the runs, one row each, sorted by dataset, feat_dim, then loss
+    (LOSS_ORDER). Plain files among run_dirs (log/README.md in log/*) are skipped. The
+    retrieval columns (final P@1, R-precision and MAP@R) appear when a run has them ("-" for
+    those without)."""
+    rows = [row for _, row in sorted((summarize(d) for d in run_dirs if not os.path.isfile(d)),
+                                     key=lambda kr: kr[0])]
+    if not rows:
+        raise UserError("no run directories given")
+    columns = [c for c in rows[0] if c not in RETRIEVAL_COLUMNS
+               or any(r[c] is not None for r in rows)]
+    return markdown([{c: r[c] if r[c] is not None else "-" for c in columns} for r in rows])
+
+
+def markdown(rows):
+    """A Markdown table of rows (dicts of strings with the same keys), columns aligned."""
+    columns = list(rows[0])
+    width = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    line = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
+    out = [line(c.ljust(width[c]) for c in columns), line("-" * width[c] for c in columns)]
+    out += [line(r[c].ljust(width[c]) for c in columns) for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def finished_runs(run_dirs):
+    """(run name, args, records) of the finished runs among run_dirs; plain files are skipped."""
+    return [(os.path.basename(os.path.normpath(d)), *read_run(d))
+            for d in run_dirs if os.path.isdir(d) and state_of(d) == "finished"]
+
+
+# args.json fields beyond main.RESUMABLE_FLAGS that are not a setting of the experiment: they
+# name the row or the run (columns of their own), or change only how it runs.
+NOT_SETTINGS = {"loss", "dataset", "feat_dim", "seed", "name", "recipe", "overwrite",
+                "channels_last", "sync_bn", "eval_every", "snapshot_size"}
+
+
+def recipe_of(args):
+    """The run's recipe and the settings in which it departs from it, as the table shows it
+    ("fast", or "fast, inter_delta 0.1"), and the epochs the recipe gives the run: args.json
+    against main.py's resolution of the recipe today, so a run made before a recipe changed
+    shows what it used. Returns that label, whether the run changed any setting, and the
+    recipe's epochs."""
+    recipe = args.get("recipe", "reference")
+    resolved = vars(flags.parse_args(["--recipe", recipe, "--loss", args["loss"], "--dataset",
+                                      args["dataset"], "--feat-dim", str(args["feat_dim"])])[0])
+    unused = {k for k in losses.declared() if resolved.get(k) is None}  # hypers of other losses
+    ignored = NOT_SETTINGS | flags.RESUMABLE_FLAGS | unused
+
+    def shown(k, v):  # None: the flag was left to its default (lr_cent: the lr)
+        return f"{k} {v:g}" if isinstance(v, float) else f"{k} {'unset' if v is None else v}"
+    changed = [shown(k, v) for k, v in sorted(args.items())
+               if k in resolved and k not in ignored and v != resolved[k]]
+    return ", ".join([recipe] + changed), bool(changed), resolved["epochs"]
+
+
+def reproduction_table(run_dirs, published=PUBLISHED, not_run="not run", as_recipe=False):
+    """Markdown: one row per (loss, dataset, feat_dim) of the published table and per (loss,
+    dataset, feat_dim, recipe, epochs) of the finished runs (runs of another length or with
+    another setting are another experiment, not another seed), with the published accuracy,
+    the recipe and the settings the runs changed in it, ours as mean ± std over seeds (final
+    val accuracy, sample std, n), the difference in points, epochs and minutes per run
+    (training + evaluation, from metrics.jsonl's seconds). A published row without a finished
+    run says `not_run`. With `as_recipe`, only the runs made as their recipe makes them today
+    (no setting changed, the recipe's epochs)."""
+    groups, other = {}, set()
+    finished = finished_runs(run_dirs)
+    if not finished:
+        raise UserError("found no finished runs in the directories given (missing, empty, or "
+                        "not run directories of main.py)")
+    for _, args, records in finished:
+        recipe, changed, epochs = recipe_of(args)
+        key = (args["loss"], args["dataset"], args["feat_dim"], records[-1]["epoch"], recipe)
+        if as_recipe and (changed or records[-1]["epoch"] != epochs):
+            other.add(key[:3])
+            continue
+        groups.setdefault(key, []).append((args, records))
+    ran = {k[:3] for k in groups}
+    keys = set(groups) | {k + (None, "-") for k in published if k not in ran}  # None: not run
+    keys = sorted(keys, key=lambda k: (rank(k[1], list(datasets.DATASETS)),
+                                       k[2], rank(k[0], LOSS_ORDER), k[3] or 0,
+                                       k[4]))
+    rows = []
+    for key in keys:
+        runs = groups.get(key, [])
+        pub = published.get(key[:3])
+        row = {"loss": key[0], "dataset": key[1], "feat_dim": str(key[2]), "recipe": key[4],
+               "published": f"{pub:.3f}" if pub is not None else "-"}
+        if runs:
+            acc = np.array([test_acc(records[-1]) for _, records in runs])
+            std = acc.std(ddof=1) if len(acc) > 1 else None
+            minutes = np.mean([sum(r["seconds"] for r in records) / 60 for _, records in runs])
+            spread = f" ± {std:.4f}" if len(acc) > 1 else ""  # one seed has no spread
+            row.update({"ours": f"{acc.mean():.4f}{spread} (n={len(acc)})",
+                        "diff (points)": f"{100 * (acc.mean() - pub):+.2f}" if pub is not None else "-",
+                        "epochs": str(key[3]),
+                        "min/run": f"{minutes:.1f}"})
+        else:
+            ours = "other settings only" if key[:3] in other else not_run
+            row.update({"ours": ours, "diff (points)": "-", "epochs": "-", "min/run": "-"})
+        rows.append(row)
+    return markdown(rows)
+
+
+def gallery(run_dirs, img_dir="imgs", exists=None):
+    """Markdown, laid out as the published gallery: one row per loss and dataset, the train
+    and val GIF (2-D) or PNG (above 2-D) of each run. exists: a folder where the pictures
+    must be found for a run to be shown (img_dir as seen from the current directory)."""
+    cells = []
+    for name, args, records in finished_runs(run_dirs):
+        if exists is not None and not os.path.isdir(os.path.join(exists, name)):
+            continue
+        ext = "gif" if args["feat_dim"] <= 2 else "png"
+        key = (rank(args["dataset"], list(datasets.DATASETS)),
+               rank(args["loss"], LOSS_ORDER), args["feat_dim"], name)
+        cells.append((key, args, records, name, ext))
+    if not cells:
+        raise UserError("no finished runs given")
+    out = ["| loss | dataset | feat_dim | epochs | test acc | train | val |",
+           "|---|---|---|---|---|---|---|"]
+    for _, args, records, name, ext in sorted(cells, key=lambda c: c[0]):
+        pics = [f"![{name} {split}]({img_dir}/{name}/{split}.{ext})" for split in ("train", "val")]
+        out.append(f"| {args['loss']} | {args['dataset']} | {args['feat_dim']} | "
+                   f"{records[-1]['epoch']} | {test_acc(records[-1]):.4f} | {pics[0]} | {pics[1]} |")
+    return "\n".join(out) + "\n"
+
+
+
+
+# ----------------------------------------------------------------------------- the results page
+
+PAGE_HEAD = """# Results
+
+Written by `python sweep.py --report results` from the run directories in `results/` (each
+holds the args.json and metrics.jsonl of one run); a test checks that this page is what that
+command writes. Accuracies are on the official test split, measured once after the last epoch
+({protocols}). Pictures are in `imgs/<run>/`.
+"""
+
+
+def run_dirs_in(folder):
+    return sorted(d for d in glob.glob(os.path.join(folder, "*")) if os.path.isdir(d)
+                  and os.path.isfile(os.path.join(d, "args.json")))
+
+
+def results_page(results_dir, img_dir="imgs"):
+    """results/README.md as text, from results_dir alone (and which pictures exist)."""
+    runs = run_dirs_in(results_dir)
+    trials = run_dirs_in(os.path.join(results_dir, "trials"))
+    pictures = os.path.relpath(img_dir, results_dir)
+    protocols = ("`published`: trained on the whole training split, every choice read on the "
+                 "test split, as the reference runs did; `val N`: N training images held out, "
+                 "every choice read on them")
+    out = [PAGE_HEAD.format(protocols=protocols)]
+    for title, text in page_sections(runs, trials, img_dir, pictures):
+        out.append(f"## {title}\n\n{text}")
+    return "\n".join(out)
+
+
+def page_sections(runs, trials, img_dir, pictures):
+    """(title, Markdown) of each section of the results page that has runs."""
+    sections = []
+    if runs:
+        sections.append(("Reproduction of the published table (published protocol)",
+                         "Runs made as their recipe makes them today; mean ± sample std over "
+                         "seeds, n seeds.\n\n" + reproduction_table(
+                             runs, not_run="not run here: no data offline", as_recipe=True)))
+        sections.append(("Every run", runs_table(runs)))
+    if trials:
+        sections.append(("Trials", "Shorter or changed runs behind the recipes' choices.\n\n"
+                         + runs_table(trials)))
+    shown = [d for d in runs if os.path.basename(d).endswith("-seed0")]
+    if shown and any(os.path.isdir(os.path.join(img_dir, os.path.basename(d))) for d in shown):
+        sections.append(("Gallery", "Seed 0 of each recipe run: the training and evaluated "
+                         "split's features by epoch (2-D), or a PCA of the last epoch.\n\n"
+                         + gallery(shown, pictures, exists=img_dir)))
+    return sections
