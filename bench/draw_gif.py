@@ -1,52 +1,60 @@
-"""How long the pictures take: one GIF of --epochs frames x --points 2-D features, drawn from
-synthetic snapshots (ten drifting Gaussian classes) with visualize.py's own functions.
+"""How long do the pictures take: one GIF of --epochs frames x --points 2-D features, drawn
+with plots.py's own functions from synthetic snapshots (ten drifting Gaussian classes)
+written by rundir.save_snapshot.
 
     python bench/draw_gif.py                  # 100 frames x 10,000 points
     python bench/draw_gif.py --points 60000   # full MNIST
+    python bench/draw_gif.py --quick --fake   # smoke run: 5 frames x 1,000 points
+
+Timed: the shared axis limits and the GIF (drawing, encoding, writing); not the snapshots'
+writing or reading. The data is always generated.
 """
-import argparse
-import json
 import os
 import sys
 import tempfile
-import time
-
-import numpy as np
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import visualize  # noqa: E402
+from bench import common  # noqa: E402
+import plots  # noqa: E402
+import rundir  # noqa: E402
+
+NAME = "draw_gif"
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--points", type=int, default=10_000)
-    flags = p.parse_args()
-    rng = np.random.default_rng(0)
-    labels = torch.from_numpy(rng.integers(0, 10, flags.points))
-    means = rng.normal(size=(10, 2)) * 5
-    args = {"loss": "standalone", "dataset": "mnist", "model": "resnet", "feat_dim": 2,
-            "epochs": flags.epochs}
-    with tempfile.TemporaryDirectory() as run_dir:
-        with open(os.path.join(run_dir, "args.json"), "w") as f:
-            json.dump(args, f)
-        for epoch in range(1, flags.epochs + 1):
-            scale = epoch / flags.epochs
-            features = means[labels.numpy()] * scale + rng.normal(size=(flags.points, 2))
-            features = torch.from_numpy(features.astype(np.float32))
-            record = {"epoch": epoch, "train_acc": 0.5, "val_acc": 0.5}
-            visualize.save_snapshot(run_dir, epoch, features, labels, features, labels,
-                                    torch.from_numpy(means * scale).float(), record)
-        snaps = visualize.load_snapshots(run_dir)
-        t0 = time.perf_counter()
-        limits = visualize.shared_limits(snaps)
-        path = visualize.draw_gif(snaps, "train", os.path.join(run_dir, "train.gif"), args,
-                                  visualize.class_names("mnist", 10), limits)
-        seconds = time.perf_counter() - t0
-        print(f"{flags.epochs} frames x {flags.points} points: {seconds:.1f} s "
-              f"({os.path.getsize(path) / 1e6:.1f} MB GIF)")
+def run(cfg):
+    device = common.device_of(cfg)
+    meta = common.meta(cfg, device, frames=cfg.epochs, points=cfg.points)
+    with tempfile.TemporaryDirectory(prefix="bench-") as run_dir:
+        args, _ = common.synthetic_run(run_dir, cfg.epochs, cfg.points, cfg.points, device)
+        snaps = rundir.load_snapshots(run_dir)
+
+        def draw():
+            limits = plots.shared_limits(snaps)
+            return plots.draw_gif(snaps, "train", os.path.join(run_dir, "train.gif"), args,
+                                  plots.class_names("mnist", 10), limits)
+        seconds, path = common.timed(draw)
+        results = {"seconds": seconds, "frames": cfg.epochs, "points": cfg.points,
+                   "gif_mb": os.path.getsize(path) / 1e6}
+    return common.publish(NAME, cfg, device, {"meta": meta, "results": results}, table)
+
+
+def table(report):
+    r = report["results"]
+    return "\n".join(common.header("bench/draw_gif.py", report["meta"]) + [
+        f"{r['frames']} frames x {r['points']} points: {r['seconds']:.1f} s ({r['gif_mb']:.1f} MB GIF)"])
+
+
+def parse_flags(argv=None):
+    p = common.parser(__doc__)
+    p.add_argument("--epochs", type=int, default=None, help="frames (default 100, quick 5)")
+    p.add_argument("--points", type=int, default=None, help="points per frame (default 10000, quick 1000)")
+    cfg = common.parse(p, argv)
+    cfg.epochs = cfg.epochs if cfg.epochs is not None else (5 if cfg.quick else 100)
+    cfg.points = cfg.points if cfg.points is not None else (1000 if cfg.quick else 10_000)
+    if cfg.epochs < 1 or cfg.points < 1:
+        p.error("--epochs and --points must be positive")
+    return cfg
 
 
 if __name__ == "__main__":
-    main()
+    common.cli(run, parse_flags())

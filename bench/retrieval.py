@@ -1,72 +1,97 @@
-"""Time the retrieval metrics (precision@1, R-precision, MAP@R) on random features against
-the evaluation pass they are added to: the small ResNet over as many random 28x28 images.
+"""How long do the retrieval metrics (precision@1, R-precision, MAP@R) take, against the
+evaluation pass they are added to?
 
     python bench/retrieval.py [--n 10000] [--dims 2,128] [--repeats 3] [--device cpu] [--threads N]
+    python bench/retrieval.py --quick --fake         # smoke run, well under a minute
 
-Prints the median seconds of each (interleaved repeats after one warm-up).
+On --n random features of each of --dims dimensions (losses.retrieval_metrics), and, for the
+evaluation pass, engine.extract_features of the reference ResNet (built by engine.build_net
+from main.py's flags, at main.py's evaluation batch and memory format on this device) over as
+many generated 28x28 images (fakedata.py). Median seconds of interleaved repeats after one
+warm-up. The data is always generated.
 """
-import argparse
 import os
 import statistics
 import sys
-import time
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common  # noqa: E402
 import datasets  # noqa: E402
-import main  # noqa: E402
+import engine  # noqa: E402
+import fakedata  # noqa: E402
 from losses import retrieval_metrics  # noqa: E402
-from models import build_model  # noqa: E402
+from utils import Dist  # noqa: E402
+
+NAME = "retrieval"
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device):
-    sync(device)
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t0
-
-
-def main_(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=10_000)
-    p.add_argument("--dims", default="2,128")
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    device = torch.device(a.device)
+def jobs(cfg, device):
+    """{name: (what it is, fn)}: the evaluation pass and the metrics of each dimension."""
+    rng = np.random.default_rng(0)
+    labels_np = rng.integers(0, cfg.classes, cfg.n)
+    labels = torch.from_numpy(labels_np).to(device)
+    images = torch.from_numpy(fakedata.class_images(labels_np, 28, 1, rng)).permute(0, 3, 1, 2)
+    split = datasets.Split(images.contiguous().to(device), labels, [str(k) for k in range(cfg.classes)])
+    args = common.project_args("resnet", "standalone", {}, 128, 2, device)
+    net, _ = engine.build_net(args, cfg.classes, 1, 28, device)
+    batch, memory_format = engine.eval_batch_size(args, device), engine.memory_format_of(args)
+    out = {"evaluation_pass": (f"evaluation pass, ResNet, {cfg.n} images, batch {batch}",
+                               lambda: engine.extract_features(net.model, split, Dist(), 2, batch,
+                                                               memory_format))}
     g = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, a.classes, (a.n,), generator=g).to(device)
-    features = {d: torch.randn(a.n, d, generator=g).to(device) for d in map(int, a.dims.split(","))}
-    images = torch.randint(0, 256, (a.n, 1, 28, 28), dtype=torch.uint8, generator=g)
-    split = datasets.Split(images.to(device), labels, [str(k) for k in range(a.classes)])
-    model = build_model("resnet", 2, 1, 28).to(device, memory_format=torch.channels_last)
-    batch = 1024 if device.type == "cuda" else 128  # main.eval_batch_size
-    jobs = {f"evaluation pass, ResNet, {a.n} images": lambda: main.extract_features(
-        model, split, main.Dist(), 2, batch, torch.channels_last)}
-    for d, f in features.items():
-        jobs[f"retrieval metrics, {a.n} x {d}-D"] = lambda f=f: retrieval_metrics(f, labels)
-    times = {name: [] for name in jobs}
-    for name, job in jobs.items():  # warm-up
-        job()
-    for _ in range(a.repeats):
-        for name, job in jobs.items():
-            times[name].append(timed(job, device))
-    print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"median of {a.repeats}")
-    for name, t in times.items():
-        print(f"{name:<45} {statistics.median(t):7.2f} s   (min {min(t):.2f})")
+    for d in cfg.dims:
+        features = torch.randn(cfg.n, d, generator=g).to(device)
+        out[f"retrieval_{d}d"] = (f"retrieval metrics, {cfg.n} x {d}-D",
+                                  lambda f=features: retrieval_metrics(f, labels))
+    return out
+
+
+def run(cfg):
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = common.device_of(cfg)
+    meta = common.meta(cfg, device, n=cfg.n, dims=cfg.dims, classes=cfg.classes, repeats=cfg.repeats)
+    todo = jobs(cfg, device)
+    for _, fn in todo.values():  # warm-up
+        fn()
+    times = {name: [] for name in todo}
+    for _ in range(cfg.repeats):
+        for name, (_, fn) in todo.items():
+            times[name].append(common.timed(fn, device)[0])
+    results = {name: {"what": todo[name][0], "median_s": statistics.median(t), "min_s": min(t),
+                      "repeats_s": t} for name, t in times.items()}
+    return common.publish(NAME, cfg, device, {"meta": meta, "results": results}, table)
+
+
+def table(report):
+    lines = common.header("bench/retrieval.py", report["meta"])
+    lines += [f"median of {report['meta']['repeats']} (interleaved, after one warm-up)", ""]
+    lines += common.fixed_width(report["results"].values(), [
+        ("what", -50, lambda r: r["what"]),
+        ("median s", 9, lambda r: f"{r['median_s']:.2f}"),
+        ("min s", 8, lambda r: f"{r['min_s']:.2f}"),
+    ])
+    return "\n".join(lines)
+
+
+def parse_flags(argv=None):
+    p = common.parser(__doc__)
+    p.add_argument("--n", type=int, default=None, help="features and images (default 10000, quick 1000)")
+    p.add_argument("--dims", default="2,128", help="feature dimensions, comma-separated")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3, quick 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    cfg = common.parse(p, argv)
+    cfg.n = cfg.n if cfg.n is not None else (1000 if cfg.quick else 10_000)
+    cfg.repeats = cfg.repeats if cfg.repeats is not None else (1 if cfg.quick else 3)
+    cfg.dims = common.int_list(p, cfg.dims, "--dims")
+    if cfg.n < 2 or cfg.classes < 1 or cfg.repeats < 1 or (cfg.threads is not None and cfg.threads < 1):
+        p.error("--n must be at least 2, --classes, --repeats and --threads positive")
+    return cfg
 
 
 if __name__ == "__main__":
-    main_()
+    common.cli(run, parse_flags())

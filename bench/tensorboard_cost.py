@@ -1,80 +1,72 @@
-"""What --tensorboard costs, piece by piece, with tboard.py's own Board on synthetic snapshots
-(ten drifting Gaussian classes): one epoch's scalars (the training loop waits for these), one
-epoch's two frames (drawn in the background thread), one log point's loss terms.
+"""What does --tensorboard cost, piece by piece? tboard.py's own Board on synthetic snapshots
+(ten drifting Gaussian classes): one epoch's scalars (the training loop waits for these),
+one epoch's two frames (drawn in the background thread during a run), one log point's loss
+terms.
 
     python bench/tensorboard_cost.py                    # 5,000 train and 5,000 val points
     python bench/tensorboard_cost.py --points 60000     # full MNIST's training split
+    python bench/tensorboard_cost.py --quick --fake     # smoke run
+
+Medians over --epochs calls (100 for the loss terms). Needs the tensorboard package. The
+data is always generated.
 """
-import argparse
-import json
 import os
-import statistics
 import sys
 import tempfile
-import time
-
-import numpy as np
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common  # noqa: E402
+import rundir  # noqa: E402
 import tboard  # noqa: E402
-import visualize  # noqa: E402
+
+NAME = "tensorboard_cost"
 
 
-def median_seconds(fn, repeats):
-    times = []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--points", type=int, default=5000, help="training points per frame")
-    p.add_argument("--val-points", type=int, default=5000)
-    p.add_argument("--epochs", type=int, default=10)
-    flags = p.parse_args()
-    rng = np.random.default_rng(0)
-    means = rng.normal(size=(10, 2)) * 5
-    args = {"loss": "standalone", "dataset": "mnist", "model": "resnet", "feat_dim": 2,
-            "epochs": flags.epochs}
-    with tempfile.TemporaryDirectory() as run_dir:
-        records = []
-        for epoch in range(1, flags.epochs + 1):
-            scale = epoch / flags.epochs
-            split = {}
-            for name, n in (("train", flags.points), ("val", flags.val_points)):
-                labels = rng.integers(0, 10, n)
-                split[name] = (torch.from_numpy((means[labels] * scale + rng.normal(size=(n, 2)))
-                                                .astype(np.float32)), torch.from_numpy(labels))
-            centers = means * scale
-            record = {"epoch": epoch, "lr": 0.01, "train_loss": -1.0, "train_intra": 1.0,
-                      "train_inter": -2.0, "train_acc": 0.9, "train_nc_acc": 0.9, "val_acc": 0.9,
-                      "val_nc_acc": 0.9, "val_dist_to_center_mean": rng.uniform(1, 2, 10).tolist(),
-                      "val_dist_to_center_std": rng.uniform(0, 1, 10).tolist(),
-                      "val_center_distances": np.linalg.norm(centers[:, None] - centers[None],
-                                                             axis=2).tolist(), "seconds": 10.0}
-            records.append(record)
-            visualize.save_snapshot(run_dir, epoch, *split["train"], *split["val"],
-                                    torch.from_numpy(centers).float(), record)
-        with open(os.path.join(run_dir, "args.json"), "w") as f:
-            json.dump(args, f)
+def run(cfg):
+    device = common.device_of(cfg)
+    meta = common.meta(cfg, device, epochs=cfg.epochs, points=cfg.points, val_points=cfg.val_points)
+    with tempfile.TemporaryDirectory(prefix="bench-") as run_dir:
+        args, records = common.synthetic_run(run_dir, cfg.epochs, cfg.points, cfg.val_points, device)
         board = tboard.Board(run_dir, args, background=False)
-        scalars = median_seconds(lambda i: board.epoch({**records[i], "epoch": 1000 + i}),
-                                 flags.epochs)
-        paths = visualize.snapshot_paths(run_dir)
-        frames = median_seconds(lambda i: board.images(paths[i]), flags.epochs)
-        terms = median_seconds(lambda i: board.step_terms({"loss": -1.0, "intra": 1.0,
-                                                           "inter": -2.0}, i), 100)
-        board.close()
-        print(f"one epoch's {len(tboard.epoch_scalars(records[0], 'mnist'))} scalars: "
-              f"{scalars * 1e3:.1f} ms (in the training loop)")
-        print(f"one epoch's two frames ({flags.points} train + {flags.val_points} val points): "
-              f"{frames * 1e3:.0f} ms (background thread)")
-        print(f"one log point's 3 loss terms: {terms * 1e3:.2f} ms (every --log-interval steps)")
+        try:  # epochs past the snapshots': the scalars alone
+            scalars = common.median_seconds(lambda i: board.epoch({**records[i], "epoch": 1000 + i}),
+                                            cfg.epochs)
+            paths = rundir.snapshot_paths(run_dir)
+            frames = common.median_seconds(lambda i: board.images(paths[i]), cfg.epochs)
+            terms = common.median_seconds(lambda i: board.step_terms(
+                {"loss": -1.0, "intra": 1.0, "inter": -2.0}, i), 100)
+        finally:
+            board.close()
+    results = {"scalars": len(tboard.epoch_scalars(records[0], "mnist")), "scalars_ms": scalars * 1e3,
+               "frames_ms": frames * 1e3, "terms": 3, "terms_ms": terms * 1e3}
+    return common.publish(NAME, cfg, device, {"meta": meta, "results": results}, table)
+
+
+def table(report):
+    r, m = report["results"], report["meta"]
+    return "\n".join(common.header("bench/tensorboard_cost.py", m) + [
+        f"one epoch's {r['scalars']} scalars: {r['scalars_ms']:.1f} ms (in the training loop)",
+        f"one epoch's two frames ({m['points']} train + {m['val_points']} val points): "
+        f"{r['frames_ms']:.0f} ms (background thread)",
+        f"one log point's {r['terms']} loss terms: {r['terms_ms']:.2f} ms (every --log-interval steps)"])
+
+
+def parse_flags(argv=None):
+    p = common.parser(__doc__)
+    p.add_argument("--points", type=int, default=None,
+                   help="training points per frame (default 5000, quick 500)")
+    p.add_argument("--val-points", type=int, default=None,
+                   help="val points per frame (default 5000, quick 500)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="snapshots, and timed calls (default 10, quick 3)")
+    cfg = common.parse(p, argv)
+    for name, full, quick in (("points", 5000, 500), ("val_points", 5000, 500), ("epochs", 10, 3)):
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, quick if cfg.quick else full)
+        if getattr(cfg, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    return cfg
 
 
 if __name__ == "__main__":
-    main()
+    common.cli(run, parse_flags())

@@ -1,22 +1,38 @@
-"""bench/train_step.py end to end on small generated MNIST files: it runs, prints its table and writes
-the JSON with a positive, finite number for every measure of every (model, loss). Timings
-are never asserted: they depend on the machine."""
+"""The benchmarks of bench/ end to end in their smoke mode (--quick --fake: small generated
+data): each runs, prints its table and writes its JSON report, with a positive, finite number
+for every measure. Timings are never asserted (they depend on the machine); the subprocess
+timeout only guards against a hang."""
+import ast
+import importlib
 import json
 import math
 import os
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from conftest import ROOT
 
-MEASURES = ["ours_img_s", "baseline_img_s", "ratio", "flops_per_image", "achieved_gflops",
-            "frac_of_mm", "frac_of_conv_ref", "eval_img_s", "train_epoch_s_est", "extract_s",
-            "evaluate_s", "snapshot_s", "checkpoint_s", "overhead_s", "overhead_frac",
-            "peak_mem_mb_ours", "peak_mem_mb_baseline"]
+BENCH = os.path.join(ROOT, "bench")
+SCRIPTS = ["step.py", "epoch_overhead.py", "variants.py", "retrieval.py", "draw_gif.py",
+           "tensorboard_cost.py"]
+TRAINING = ["step.py", "epoch_overhead.py", "variants.py"]
+STEP_MEASURES = ["ours_img_s", "baseline_img_s", "ratio", "flops_per_image", "achieved_gflops",
+                 "frac_of_mm", "frac_of_conv_ref", "train_epoch_s_est", "peak_mem_mb_ours",
+                 "peak_mem_mb_baseline"]
+OVERHEAD_MEASURES = ["ours_img_s", "train_epoch_s_est", "eval_img_s", "evaluate_s", "extract_s",
+                     "snapshot_s", "checkpoint_s", "overhead_s", "overhead_frac"]
+# a small extra for each, to keep the smoke runs short
+SMOKE_FLAGS = {"step.py": [], "epoch_overhead.py": ["--models", "lenet"],
+               "variants.py": ["--models", "lenet", "--threads", "1", "--channels-last"],
+               "retrieval.py": [], "draw_gif.py": [], "tensorboard_cost.py": []}
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
-def run_bench(*flags, timeout=600):  # a guard against hanging, not a timing
-    return subprocess.run([sys.executable, os.path.join(ROOT, "bench", "train_step.py"), *flags], cwd=ROOT,
+def run_bench(script, *flags, timeout=900):  # a guard against hanging, not a timing
+    return subprocess.run([sys.executable, os.path.join(BENCH, script), *flags], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -24,52 +40,162 @@ def positive(x):
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
-def test_quick_run_writes_table_and_json(tmp_path, data_dir):
-    out = tmp_path / "bench.json"
-    proc = run_bench("--quick", "--data-dir", data_dir, "--device", "cpu", "--steps", "2",
-                     "--repeats", "2", "--out", str(out))
+def report_of(tmp_path, script, *flags, device="cpu"):
+    """Run a benchmark writing its JSON to tmp_path; (its stdout, the report read back)."""
+    if script == "tensorboard_cost.py":
+        pytest.importorskip("tensorboard")
+    out = tmp_path / f"{script}.json"
+    proc = run_bench(script, "--device", device, "--out", str(out), *flags)
     assert proc.returncode == 0, proc.stderr
-    assert "ours img/s" in proc.stdout and "base img/s" in proc.stdout
     assert f"wrote {out}" in proc.stdout
-
     report = json.loads(out.read_text())
-    meta = report["meta"]
-    for key in ("torch", "device", "threads", "cores", "date", "data"):
-        assert meta[key], key
-    assert meta["device"] == "cpu" and meta["data"] == "real MNIST"
-    assert positive(report["rates"]["mm_gflops"]) and positive(report["rates"]["conv_ref_gflops"])
-    assert set(report["results"]) == {"lenet", "resnet"}
-    for model, per_loss in report["results"].items():
-        assert set(per_loss) == {"standalone", "cent"}
-        for loss, r in per_loss.items():
-            for key in MEASURES:
-                assert positive(r[key]), (model, loss, key, r.get(key))
-            assert len(r["ours_img_s_repeats"]) == len(r["baseline_img_s_repeats"]) == 2
-            assert all(positive(v) for v in r["eval_img_s_by_batch"].values())
-            assert f"{model:<7}{loss:<11}" in proc.stdout  # its row in the table
-    assert positive(report["resnet_epoch_s_est"])
     assert report["table"] in proc.stdout
+    meta = report["meta"]
+    for key in ("date", "torch", "device", "device_name", "threads", "cores"):
+        assert meta[key], key
+    assert meta["device"].startswith(device) and meta["benchmark"] == script[:-3]
+    return proc.stdout, report
 
 
-def test_fake_data_and_an_option(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = run_bench("--quick", "--fake", "--models", "lenet", "--losses", "standalone",
-                     "--steps", "1", "--repeats", "1", "--threads", "1", "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(out.read_text())
-    assert "FAKE" in report["meta"]["data"] and "FAKE" in proc.stdout
-    variant = report["results"]["lenet"]["standalone"]["variants"]["threads=1"]
-    assert positive(variant["img_s"]) and positive(variant["speedup"])
+def smoke(tmp_path, script, device="cpu"):
+    return report_of(tmp_path, script, "--quick", "--fake", *SMOKE_FLAGS[script], device=device)
 
 
-def test_missing_data_is_one_line(tmp_path):
-    proc = run_bench("--quick", "--data-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "b.json"))
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error:")
-    assert "--fake" in proc.stderr
+def check_pairs(stdout, report, models, losses, measures):
+    assert "FAKE" in report["meta"]["data"] and "FAKE" in stdout
+    assert set(report["results"]) == set(models)
+    for model, per_loss in report["results"].items():
+        assert set(per_loss) == set(losses)
+        for loss, r in per_loss.items():
+            for key in measures:
+                assert positive(r[key]), (model, loss, key, r.get(key))
+            assert f"{model:<7}{loss:<11}" in stdout  # its row in the table
+
+
+def test_step(tmp_path):
+    stdout, report = smoke(tmp_path, "step.py")
+    assert "ours img/s" in stdout and "base img/s" in stdout
+    assert positive(report["rates"]["mm_gflops"]) and positive(report["rates"]["conv_ref_gflops"])
+    check_pairs(stdout, report, ["lenet", "resnet"], ["standalone"], STEP_MEASURES)
+    r = report["results"]["lenet"]["standalone"]
+    assert len(r["ours_img_s_repeats"]) == len(r["baseline_img_s_repeats"]) == 2
+    assert positive(report["resnet_epoch_s_est"])
+
+
+def test_step_reads_mnist_files(tmp_path, data_dir):
+    """Without --fake: MNIST files in torchvision's layout under --data-dir."""
+    stdout, report = report_of(tmp_path, "step.py", "--quick", "--data-dir", data_dir, "--models",
+                               "lenet", "--losses", "cent", "--steps", "1", "--repeats", "1",
+                               "--warmup", "0", "--workers", "0")
+    assert report["meta"]["data"] == "real MNIST"
+    assert positive(report["results"]["lenet"]["cent"]["ratio"])
+
+
+def test_epoch_overhead(tmp_path):
+    stdout, report = smoke(tmp_path, "epoch_overhead.py")
+    check_pairs(stdout, report, ["lenet"], ["standalone"], OVERHEAD_MEASURES)
+    r = report["results"]["lenet"]["standalone"]
+    assert r["metrics_s"] >= 0 and r["extract_s"] <= r["evaluate_s"]
+    assert math.isclose(r["overhead_s"], r["evaluate_s"] + r["snapshot_s"] + r["checkpoint_s"])
+    assert str(r["eval_batch_size"]) in r["eval_img_s_by_batch"] and len(r["eval_img_s_by_batch"]) == 2
+    assert all(positive(v) for v in r["eval_img_s_by_batch"].values())
+    assert all(positive(v) for v in r["overhead_frac_by_batch"].values())
+
+
+def test_variants(tmp_path):
+    stdout, report = smoke(tmp_path, "variants.py")
+    assert report["meta"]["variants"] == ["channels_last", "contiguous", "threads=1"]
+    r = report["results"]["lenet"]["standalone"]
+    assert positive(r["default_img_s"]) and r["default"]["channels_last"] is True  # CPU default
+    assert set(r["variants"]) == {"channels_last", "contiguous", "threads=1"}
+    for name, v in r["variants"].items():
+        assert positive(v["img_s"]) and positive(v["speedup"]) and positive(v["setup_s"]), name
+        assert len(v["img_s_repeats"]) == 2
+        assert f"{'lenet':<7}{'standalone':<11}{name}" in stdout
+
+
+def test_retrieval(tmp_path):
+    stdout, report = smoke(tmp_path, "retrieval.py")
+    assert set(report["results"]) == {"evaluation_pass", "retrieval_2d", "retrieval_128d"}
+    for name, r in report["results"].items():
+        assert positive(r["median_s"]) and positive(r["min_s"]), name
+        assert r["what"] in stdout
+
+
+def test_draw_gif(tmp_path):
+    stdout, report = smoke(tmp_path, "draw_gif.py")
+    r = report["results"]
+    assert r["frames"] == 5 and r["points"] == 1000
+    assert positive(r["seconds"]) and positive(r["gif_mb"])
+
+
+def test_tensorboard_cost(tmp_path):
+    stdout, report = smoke(tmp_path, "tensorboard_cost.py")
+    r = report["results"]
+    for key in ("scalars", "scalars_ms", "frames_ms", "terms", "terms_ms"):
+        assert positive(r[key]), key
+    assert "scalars" in stdout and "frames" in stdout
+
+
+@CUDA
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_smoke_on_cuda(tmp_path, script):
+    smoke(tmp_path, script, device="cuda")
+
+
+def in_process(script, argv, capsys):
+    """Run a benchmark inside this process as its command line does; (exit code, stderr)."""
+    module = importlib.import_module(f"bench.{script[:-3]}")
+    with pytest.raises(SystemExit) as stop:
+        module.common.cli(module.run, module.parse_flags(argv))
+    return stop.value.code, capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_no_cuda_is_one_line(tmp_path, script, capsys):
+    code, err = in_process(script, ["--quick", "--fake", "--device", "cuda", "--out",
+                                    str(tmp_path / "b.json")], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error:") and "CUDA" in err, err
     assert not (tmp_path / "b.json").exists()
 
 
-def test_bad_flag_is_one_line():
-    proc = run_bench("--models", "vgg")
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+@pytest.mark.parametrize("script", TRAINING)
+def test_missing_data_is_one_line(tmp_path, script, capsys):
+    code, err = in_process(script, ["--quick", "--device", "cpu", "--data-dir", str(tmp_path / "nothing"),
+                                    "--out", str(tmp_path / "b.json")], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error:"), err
+    assert "--fake" in err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_script_error_is_one_line_and_exit_code(tmp_path):
+    proc = run_bench("step.py", "--quick", "--device", "cpu", "--data-dir", str(tmp_path / "nothing"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error:")
+
+
+@pytest.mark.parametrize("script, flag", [
+    ("step.py", ["--models", "vgg"]), ("step.py", ["--workers", "-1"]),
+    ("epoch_overhead.py", ["--losses", "nope"]), ("epoch_overhead.py", ["--eval-images", "0"]),
+    ("variants.py", ["--threads", "one"]), ("variants.py", ["--steps", "0"]),
+    ("retrieval.py", ["--dims", "2,x"]), ("draw_gif.py", ["--points", "0"]),
+    ("tensorboard_cost.py", ["--epochs", "0"]), ("retrieval.py", ["--device", "tpu"])])
+def test_bad_flag_is_one_line(script, flag, capsys):
+    module = importlib.import_module(f"bench.{script[:-3]}")
+    with pytest.raises(SystemExit) as stop:
+        module.parse_flags(flag)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1, err
+
+
+def test_every_benchmark_is_tested_and_none_imports_main():
+    scripts = {f for f in os.listdir(BENCH) if f.endswith(".py") and f not in ("__init__.py", "common.py")}
+    assert scripts == set(SCRIPTS)
+    for name in sorted(scripts | {"common.py"}):
+        with open(os.path.join(BENCH, name)) as f:
+            tree = ast.parse(f.read())
+        imported = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for a in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module}
+        assert "main" not in imported, name
