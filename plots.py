@@ -412,3 +412,83 @@ def draw_run(run_dir, out_dir, projection="pca"):
     return [p for p in written if p is not None]
 
 
+
+
+# ----------------------------------------------------------------------------- many runs
+
+def band(ax, runs, key_of, label, color):
+    """Mean ± std over runs (seeds) of a per-epoch series, as a line and a shaded band."""
+    per_epoch = {}
+    for records in runs:
+        for r in records:
+            value = key_of(r)
+            if value is not None and np.isfinite(value):
+                per_epoch.setdefault(r["epoch"], []).append(value)
+    if not per_epoch:
+        return
+    epochs = np.array(sorted(per_epoch))
+    mean = np.array([np.mean(per_epoch[e]) for e in epochs])
+    std = np.array([np.std(per_epoch[e]) for e in epochs])
+    n = max(len(v) for v in per_epoch.values())
+    ax.plot(epochs, mean, marker=".", color=color, label=f"{label} (n={n})")
+    ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+
+
+def difference(a, b):
+    def of(r):
+        return None if r.get(a) is None or r.get(b) is None else r[a] - r[b]
+    return of
+
+
+def draw_study(groups, path, title):
+    """The study's questions over the runs of one (dataset, feat_dim), by loss, mean ± std
+    over seeds: the clean train - val gap (overfitting), and the mean center distance over
+    the within-class spread and NC1 on the validation split (does softmax stop separating
+    the classes once they are separable?). groups: {loss: [records of one seed, ...]}."""
+    fig = Figure(figsize=(15, 4.6), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    colors = colormaps["tab10"](np.arange(10))
+    for i, (loss, runs) in enumerate(groups.items()):
+        band(axes[0], runs, difference("train_eval_acc", "val_acc"), loss, colors[i % 10])
+        band(axes[1], runs, lambda r: r.get("val_center_ratio"), loss, colors[i % 10])
+        band(axes[2], runs, lambda r: r.get("val_nc1"), loss, colors[i % 10])
+    axes[0].axhline(0, color="gray", lw=0.8)
+    axes[0].set(title="overfitting: clean train acc - val acc", ylabel="accuracy difference")
+    axes[1].set(title="separation: center distance / within-class spread", ylabel="ratio")
+    axes[2].set(title="within-class variability collapse (NC1, lower: tighter)", ylabel="NC1")
+    axes[2].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, lw=0.4, alpha=0.5)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=9)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
+
+
+def draw_budget(points, path, title, target=None):
+    """Test accuracy against the training budget: points {loss: [(epochs or seconds, acc), ...]},
+    mean ± std over the runs at each budget; `target` a dashed line (the published number)."""
+    fig = Figure(figsize=(7.5, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colors = colormaps["tab10"](np.arange(10))
+    for i, (loss, pairs) in enumerate(points.items()):
+        budgets = sorted({b for b, _ in pairs})
+        values = [[a for b2, a in pairs if b2 == b] for b in budgets]
+        mean = np.array([np.mean(v) for v in values])
+        std = np.array([np.std(v) for v in values])
+        ax.errorbar(budgets, mean, yerr=std, marker="o", capsize=3, color=colors[i % 10],
+                    label=f"{loss} (n={max(len(v) for v in values)})")
+    if target is not None:
+        ax.axhline(target, color="gray", ls="--", lw=1, label=f"published {target:.3f}")
+    ax.set(title=title, xlabel="budget", ylabel="test accuracy")
+    ax.grid(True, lw=0.4, alpha=0.5)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path

@@ -129,6 +129,7 @@ def apply_recipe(args, explicit):
     if args.recipe == "tuned":
         if not args.val_size:
             raise UserError("--recipe tuned holds out a validation split: --val-size must be positive")
-        source = tuned_entry(args.recipe_file, args.loss, args.dataset, args.feat_dim)["source"]
-        args.recipe_source = {"file": os.path.relpath(args.recipe_file), **source}
+        entry = tuned_entry(args.recipe_file, args.loss, args.dataset, args.feat_dim)
+        args.recipe_source = {"file": os.path.relpath(args.recipe_file), **entry["source"],
+                              "searched": sorted(entry["settings"])}
     return args

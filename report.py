@@ -45,6 +45,8 @@ def weights(args):
 
 
 RETRIEVAL_COLUMNS = {"P@1": "precision_at_1", "R-prec": "r_precision", "MAP@R": "map_at_r"}
+# the geometry of the evaluated split's features at the last evaluation (losses.geometry)
+GEOMETRY_COLUMNS = {"dist/spread": "center_ratio", "NC1": "nc1", "min angle": "min_center_angle"}
 
 
 def protocol(args):
@@ -62,7 +64,7 @@ def summarize(run_dir):
     accuracy and retrieval, as measured once at the end (never a best over epochs)."""
     args, records = read_run(run_dir, need_metrics=False)
     done, planned = (records[-1]["epoch"] if records else 0), args.get("epochs")
-    tested = split_names(args)[1]
+    deciding, tested = split_names(args)
     last = records[-1] if records else {}
     acc = test_acc(last)
     row = {"loss": args["loss"], "dataset": args["dataset"], "feat_dim": str(args["feat_dim"]),
@@ -70,11 +72,18 @@ def summarize(run_dir):
            "test acc": f"{acc:.4f}" if acc is not None else "-",
            **{column: f"{last[f'{tested}_{key}']:.4f}" if last.get(f"{tested}_{key}") is not None
               else None for column, key in RETRIEVAL_COLUMNS.items()},
+           **{column: number(last[f"{deciding}_{key}"]) if last.get(f"{deciding}_{key}") is not None
+              else None for column, key in GEOMETRY_COLUMNS.items()},
            "epochs": str(done) if done == planned else f"{done}/{planned}",
            "weights": weights(args), "run": os.path.basename(os.path.normpath(run_dir))}
     key = (rank(args["dataset"], list(datasets.DATASETS)), args["feat_dim"],
            rank(args["loss"], LOSS_ORDER), row["run"])
     return key, row
+
+
+def number(v):
+    """Three significant digits; inf and nan as words."""
+    return f"{v:.3g}" if np.isfinite(v) else str(v)
 
 
 def rank(name, order):
@@ -91,7 +100,7 @@ def runs_table(run_dirs):
                                      key=lambda kr: kr[0])]
     if not rows:
         raise UserError("no run directories given")
-    columns = [c for c in rows[0] if c not in RETRIEVAL_COLUMNS
+    columns = [c for c in rows[0] if c not in {**RETRIEVAL_COLUMNS, **GEOMETRY_COLUMNS}
                or any(r[c] is not None for r in rows)]
     return markdown([{c: r[c] if r[c] is not None else "-" for c in columns} for r in rows])
 
@@ -210,15 +219,159 @@ def gallery(run_dirs, img_dir="imgs", exists=None):
 
 
 
+# ----------------------------------------------------------------------------- the fair comparison
+
+def interval(values, confidence=0.95):
+    """(mean, sample std, half-width of the t interval of the mean) of a few seeds' values;
+    std and half-width None for one value."""
+    from scipy import stats
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float(values.mean()), None, None
+    sem = values.std(ddof=1) / np.sqrt(len(values))
+    return (float(values.mean()), float(values.std(ddof=1)),
+            float(sem * stats.t.ppf((1 + confidence) / 2, len(values) - 1)))
+
+
+def welch(a, b, confidence=0.95):
+    """Welch's t-test of mean(a) - mean(b): (difference, its interval (low, high), p-value);
+    None where either side has fewer than 2 values."""
+    from scipy import stats
+    if len(a) < 2 or len(b) < 2:
+        return None
+    result = stats.ttest_ind(a, b, equal_var=False)
+    ci = result.confidence_interval(confidence)
+    return float(np.mean(a) - np.mean(b)), (float(ci.low), float(ci.high)), float(result.pvalue)
+
+
+def tuned_runs(run_dirs):
+    """{(dataset, feat_dim, loss): [(args, records), ...]} of the finished --recipe tuned runs."""
+    groups = {}
+    for _, args, records in finished_runs(run_dirs):
+        if args.get("recipe") == "tuned":
+            groups.setdefault((args["dataset"], args["feat_dim"], args["loss"]), []).append(
+                (args, records))
+    return groups
+
+
+def setting_of(args):
+    """The tuned values of a run, short: lr 0.05, wd 3e-4, and the loss's own."""
+    names = {"lr": "lr", "weight_decay": "wd", "lr_cent": "lr_cent"}
+    import tune  # the search space, for runs whose args.json does not list it
+    keys = args.get("recipe_source", {}).get("searched") or tune.search_space(args["loss"])
+    return ", ".join(f"{names.get(k, k)} {args[k]:.3g}" for k in keys if isinstance(args.get(k), float))
+
+
+def budget_of(args):
+    s = args.get("recipe_source", {})
+    return f"{s.get('trials', '?')} x {s.get('epochs', '?')} ep" if s else "-"
+
+
+def fair_table(run_dirs):
+    """Markdown: per (dataset, feat_dim, loss) of the tuned runs, the tuned setting, the tuning
+    budget, test accuracy and MAP@R as mean ± std over seeds with the 95% t interval of the
+    mean and n, and the difference to xent with Welch's 95% interval and p-value."""
+    groups = tuned_runs(run_dirs)
+    if not groups:
+        raise UserError("found no finished --recipe tuned runs")
+    rows = []
+    for key in sorted(groups, key=lambda k: (rank(k[0], list(datasets.DATASETS)), k[1],
+                                             rank(k[2], LOSS_ORDER))):
+        runs = groups[key]
+        acc = [test_acc(r[-1]) for _, r in runs]
+        maps = [r[-1].get("test_map_at_r", float("nan")) for _, r in runs]
+        mean, std, half = interval(acc)
+        map_mean, map_std, _ = interval(maps)
+        base = groups.get((key[0], key[1], "xent"))
+        diff = welch(acc, [test_acc(r[-1]) for _, r in base]) if base and key[2] != "xent" else None
+        rows.append({
+            "dataset": key[0], "feat_dim": str(key[1]), "loss": key[2],
+            "tuned setting": setting_of(runs[0][0]), "budget": budget_of(runs[0][0]),
+            "test acc": f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}",
+            "95% CI": f"[{mean - half:.4f}, {mean + half:.4f}]" if half is not None else "-",
+            "MAP@R": f"{map_mean:.4f} ± {map_std:.4f}" if map_std is not None else f"{map_mean:.4f}",
+            "n": str(len(acc)),
+            "vs xent (points)": "-" if diff is None else
+            f"{100 * diff[0]:+.2f} [{100 * diff[1][0]:+.2f}, {100 * diff[1][1]:+.2f}], p={diff[2]:.2g}"})
+    return markdown(rows)
+
+
+# ----------------------------------------------------------------------------- open set
+
+def openset_table(run_dirs):
+    """Markdown: per (dataset, feat_dim, loss) of the finished --held-out-classes runs, the
+    retrieval among the unseen classes' test images (P@1, MAP@R) beside the seen classes'
+    test accuracy, mean ± std over seeds, n."""
+    groups = {}
+    for _, args, records in finished_runs(run_dirs):
+        if args.get("held_out_classes"):
+            key = (args["dataset"], args["feat_dim"], args["loss"], args["held_out_classes"])
+            groups.setdefault(key, []).append(records[-1])
+    if not groups:
+        raise UserError("found no finished --held-out-classes runs")
+
+    def shown(values):
+        mean, std, _ = interval(values)
+        return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+    rows = []
+    for key in sorted(groups, key=lambda k: (rank(k[0], list(datasets.DATASETS)), k[1],
+                                             rank(k[2], LOSS_ORDER))):
+        last = groups[key]
+        rows.append({"dataset": key[0], "feat_dim": str(key[1]), "loss": key[2],
+                     "held out": key[3], "unseen MAP@R": shown([r["unseen_map_at_r"] for r in last]),
+                     "unseen P@1": shown([r["unseen_precision_at_1"] for r in last]),
+                     "seen acc": shown([r["seen_acc"] for r in last]), "n": str(len(last))})
+    return markdown(rows)
+
+
 # ----------------------------------------------------------------------------- the results page
 
 PAGE_HEAD = """# Results
 
 Written by `python sweep.py --report results` from the run directories in `results/` (each
 holds the args.json and metrics.jsonl of one run); a test checks that this page is what that
-command writes. Accuracies are on the official test split, measured once after the last epoch
-({protocols}). Pictures are in `imgs/<run>/`.
+command writes. Accuracies are on the official test split after the last epoch. Protocols:
+`published`, trained on the whole training split with every choice read on the test split,
+as the reference runs did; `val N`, N training images held out and every choice read on
+them, the test split read once. Pictures are in `imgs/<run>/`.
 """
+
+
+FAIR_TEXT = """Each objective's lr, weight decay (and centers' lr, where it has centers) and its
+own hyperparameters were searched by `python sweep.py --tune` (Optuna TPE, median pruning) on
+a validation split held out of the training images, with the same budget for every objective
+(the budget column: trials x epochs per trial); the test split was not opened while tuning.
+Each row is then `--recipe tuned` on the whole training split less the validation split, the
+test split measured once after the last epoch. test acc and MAP@R: mean ± sample std over n
+seeds; 95% CI: the t interval of the mean; vs xent: the difference of the means in points,
+its 95% interval and p-value by Welch's t-test (scipy.stats.ttest_ind, equal_var=False)."""
+
+STUDY_TEXT = """Per epoch, mean ± std over the seeds of the table above: the clean train - val gap
+(the evaluated weights on unaugmented training images against the validation split), the
+mean distance between centers (class means for xent) over the mean within-class spread, and
+NC1 (Papyan, Han & Donoho 2020) on the validation features. The answers are in `docs/`."""
+
+OPENSET_TEXT = """Trained without the held-out classes; their test images are retrieved among
+themselves (P@1, MAP@R on Euclidean distance), the seen classes keep their accuracy. Mean ±
+sample std over n seeds."""
+
+
+def write_results(results_dir, img_dir="imgs"):
+    """The results page and its figures, written into results_dir. Returns the paths."""
+    import rundir
+    figures = study_figures(run_dirs_in(os.path.join(results_dir, "fair")),
+                            os.path.join(results_dir, "figures"), draw=True)
+    path = os.path.join(results_dir, "README.md")
+    rundir.atomic_write_text(path, results_page(results_dir, img_dir))
+    written = [p for _, p in figures] + [path]
+    readme = os.path.join(os.path.dirname(os.path.abspath(results_dir)), "README.md")
+    if os.path.exists(readme):  # the top-level README's results at a glance
+        with open(readme) as f:
+            text = f.read()
+        if HEADLINE_BEGIN in text:
+            rundir.atomic_write_text(readme, with_headline(text, headline(results_dir)))
+            written.append(readme)
+    return written
 
 
 def run_dirs_in(folder):
@@ -230,19 +383,47 @@ def results_page(results_dir, img_dir="imgs"):
     """results/README.md as text, from results_dir alone (and which pictures exist)."""
     runs = run_dirs_in(results_dir)
     trials = run_dirs_in(os.path.join(results_dir, "trials"))
+    runs = [d for d in runs if os.path.basename(d) not in ("trials", "fair", "openset", "figures")]
     pictures = os.path.relpath(img_dir, results_dir)
-    protocols = ("`published`: trained on the whole training split, every choice read on the "
-                 "test split, as the reference runs did; `val N`: N training images held out, "
-                 "every choice read on them")
-    out = [PAGE_HEAD.format(protocols=protocols)]
-    for title, text in page_sections(runs, trials, img_dir, pictures):
+    out = [PAGE_HEAD]
+    for title, text in page_sections(runs, trials, img_dir, pictures, results_dir):
         out.append(f"## {title}\n\n{text}")
     return "\n".join(out)
 
 
-def page_sections(runs, trials, img_dir, pictures):
+def study_figures(fair_runs, figures_dir, draw=False):
+    """(caption, path) of the study's figures of the tuned runs, one per (dataset, feat_dim);
+    drawn into figures_dir when `draw`."""
+    by_group = {}
+    for key, runs in sorted(tuned_runs(fair_runs).items()) if fair_runs else []:
+        by_group.setdefault(key[:2], {})[key[2]] = [records for _, records in runs]
+    out = []
+    for (dataset, feat_dim), groups in sorted(by_group.items()):
+        groups = dict(sorted(groups.items(), key=lambda kv: rank(kv[0], LOSS_ORDER)))
+        path = os.path.join(figures_dir, f"study-{dataset}-feat={feat_dim}.png")
+        if draw:
+            import plots  # matplotlib: only when drawing
+            plots.draw_study(groups, path, f"{dataset}, feat_dim {feat_dim}: tuned settings, "
+                             f"mean ± std over seeds")
+        out.append((f"{dataset}, feat_dim {feat_dim}", path))
+    return out
+
+
+def page_sections(runs, trials, img_dir, pictures, results_dir="results"):
     """(title, Markdown) of each section of the results page that has runs."""
     sections = []
+    fair = run_dirs_in(os.path.join(results_dir, "fair"))
+    if fair:
+        tuned = tuned_runs(fair)
+        sections.append(("Fair comparison (validation protocol)", FAIR_TEXT + "\n\n" + fair_table(fair)))
+        figures = study_figures(fair, os.path.join(results_dir, "figures"))
+        if figures and tuned:
+            sections.append(("The study's questions", STUDY_TEXT + "\n\n" + "\n\n".join(
+                f"![{caption}]({os.path.relpath(path, results_dir)})" for caption, path in figures)))
+    openset = run_dirs_in(os.path.join(results_dir, "openset"))
+    if openset:
+        sections.append(("Classes the net never saw (open set)", OPENSET_TEXT + "\n\n"
+                         + openset_table(openset)))
     if runs:
         sections.append(("Reproduction of the published table (published protocol)",
                          "Runs made as their recipe makes them today; mean ± sample std over "
@@ -258,3 +439,48 @@ def page_sections(runs, trials, img_dir, pictures):
                          "split's features by epoch (2-D), or a PCA of the last epoch.\n\n"
                          + gallery(shown, pictures, exists=img_dir)))
     return sections
+
+
+
+
+# ----------------------------------------------------------------------------- the README's block
+
+HEADLINE_BEGIN = "<!-- generated by `python sweep.py --report results`: do not edit -->"
+HEADLINE_END = "<!-- end of generated block -->"
+
+
+def headline(results_dir):
+    """The README's results at a glance: the study's three losses in the fair comparison
+    (where run) and in the reproduction of the published table, compact."""
+    out = []
+    fair = run_dirs_in(os.path.join(results_dir, "fair"))
+    study = ("xent", "cent", "standalone")
+    if fair:
+        rows = []
+        for (dataset, feat_dim, loss), runs in tuned_runs(fair).items():
+            if loss in study:
+                mean, std, half = interval([test_acc(r[-1]) for _, r in runs])
+                rows.append(((rank(dataset, list(datasets.DATASETS)), feat_dim, rank(loss, LOSS_ORDER)),
+                             {"fair comparison": f"{loss}, {dataset}, {feat_dim}-D",
+                              "test acc (tuned, val protocol)": f"{mean:.4f} ± {std or 0:.4f} (n={len(runs)})",
+                              "budget": budget_of(runs[0][0])}))
+        if rows:
+            out.append(markdown([r for _, r in sorted(rows, key=lambda kr: kr[0])]))
+    runs = [d for d in run_dirs_in(results_dir)
+            if os.path.basename(d) not in ("trials", "fair", "openset", "figures")]
+    lines = reproduction_table(runs, not_run="not run here: no data offline", as_recipe=True)
+    header, rule, *body = lines.strip().splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in body]
+    names = [c.strip() for c in header.strip("|").split("|")]
+    keep = [dict(zip(names, c)) for c in cells if c[0] in study and "not run" not in c[5]]
+    out.append(markdown([{"published protocol": f"{r['loss']}, {r['dataset']}, {r['feat_dim']}-D",
+                          "published": r["published"], "ours": r["ours"],
+                          "epochs": r["epochs"]} for r in keep]))
+    return "\n".join(out)
+
+
+def with_headline(readme_text, block):
+    """The README with its generated block replaced by `block`."""
+    start = readme_text.index(HEADLINE_BEGIN) + len(HEADLINE_BEGIN)
+    end = readme_text.index(HEADLINE_END)
+    return readme_text[:start] + "\n" + block + readme_text[end:]

@@ -291,10 +291,8 @@ def main(argv=None):
     opts = parse_flags(argv)
     try:
         if opts.report:
-            path = os.path.join(opts.report, "README.md")
-            text = report.results_page(opts.report, opts.img_dir)
-            rundir.atomic_write_text(path, text)
-            print(path)
+            for path in report.write_results(opts.report, opts.img_dir):
+                print(path)
             return 0
         runs = grid(opts)
         if opts.table or opts.gallery or opts.export:

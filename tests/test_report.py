@@ -1,0 +1,124 @@
+"""report.py: the results page equals what its command writes, the fair table's intervals and
+tests against scipy and a hand computation, the open-set table, old run directories."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import report
+from conftest import ROOT
+
+
+def test_committed_results_page_is_what_the_command_writes():
+    """A table can never drift from its runs: results/README.md regenerated from results/ alone."""
+    results = os.path.join(ROOT, "results")
+    with open(os.path.join(results, "README.md")) as f:
+        committed = f.read()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        assert report.results_page("results", "imgs") == committed
+    finally:
+        os.chdir(cwd)
+
+
+def test_interval_matches_a_hand_computation():
+    mean, std, half = report.interval([0.90, 0.92, 0.91])
+    assert mean == pytest.approx(0.91) and std == pytest.approx(0.01)
+    # t(0.975, 2) = 4.302652729911275; sem = 0.01 / sqrt(3)
+    assert half == pytest.approx(4.302652729911275 * 0.01 / math.sqrt(3))
+    assert report.interval([0.5]) == (0.5, None, None)
+
+
+def test_welch_matches_scipy_and_a_hand_computation():
+    a, b = [0.91, 0.93, 0.92, 0.90], [0.89, 0.90, 0.88]
+    diff, (low, high), p = report.welch(a, b)
+    assert diff == pytest.approx(np.mean(a) - np.mean(b))
+    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 3
+    t = diff / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2)  # Welch-Satterthwaite
+    assert p == pytest.approx(2 * stats.t.sf(abs(t), df))
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert (low, high) == pytest.approx((diff - half, diff + half))
+    assert report.welch([0.9], b) is None
+
+
+def write_run(folder, name, args, records):
+    run = os.path.join(folder, name)
+    os.makedirs(run)
+    with open(os.path.join(run, "args.json"), "w") as f:
+        json.dump(args, f)
+    with open(os.path.join(run, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    return run
+
+
+def tuned_args(loss, seed):
+    return {"loss": loss, "dataset": "mnist", "feat_dim": 2, "epochs": 2, "recipe": "tuned",
+            "val_size": 100, "seed": seed, "lr": 0.05, "weight_decay": 1e-4,
+            "recipe_source": {"trials": 4, "epochs": 2, "searched": ["lr", "weight_decay"]}}
+
+
+def test_fair_table_rows_against_hand_numbers(tmp_path):
+    acc = {"xent": [0.90, 0.92, 0.91], "standalone": [0.93, 0.94, 0.95]}
+    dirs = []
+    for loss, values in acc.items():
+        for seed, a in enumerate(values):
+            records = [{"epoch": 1, "val_acc": 0.5, "seconds": 1.0},
+                       {"epoch": 2, "val_acc": 0.8, "test_acc": a, "test_map_at_r": a - 0.1,
+                        "seconds": 1.0}]
+            dirs.append(write_run(str(tmp_path), f"{loss}-mnist-feat=2-seed{seed}",
+                                  tuned_args(loss, seed), records))
+    lines = report.fair_table(dirs).strip().splitlines()
+    rows = [dict(zip([c.strip() for c in lines[0].strip("|").split("|")],
+                     [c.strip() for c in line.strip("|").split("|")])) for line in lines[2:]]
+    assert [r["loss"] for r in rows] == ["xent", "standalone"]
+    xent, standalone = rows
+    assert xent["test acc"] == "0.9100 ± 0.0100" and xent["n"] == "3"
+    assert xent["vs xent (points)"] == "-" and xent["budget"] == "4 x 2 ep"
+    diff, (low, high), p = report.welch(acc["standalone"], acc["xent"])
+    assert standalone["vs xent (points)"] == (f"{100 * diff:+.2f} [{100 * low:+.2f}, "
+                                               f"{100 * high:+.2f}], p={p:.2g}")
+    assert standalone["MAP@R"] == "0.8400 ± 0.0100"
+
+
+def test_openset_table(tmp_path):
+    dirs = []
+    for seed, (m, acc) in enumerate([(0.6, 0.99), (0.7, 0.98)]):
+        args = {"loss": "standalone", "dataset": "mnist", "feat_dim": 2, "epochs": 1,
+                "held_out_classes": "5,6,7,8,9", "seed": seed}
+        dirs.append(write_run(str(tmp_path), f"run{seed}", args, [
+            {"epoch": 1, "seen_acc": acc, "unseen_map_at_r": m, "unseen_precision_at_1": m + 0.1,
+             "seconds": 1.0}]))
+    table = report.openset_table(dirs)
+    assert "0.6500 ± 0.0707" in table and "0.9850 ± 0.0071" in table and "| 2 " in table
+
+
+def test_old_runs_read_their_test_split_under_the_new_names(tmp_path):
+    """Runs made before the validation split logged val_* for the test split: every table
+    reads them as test_*."""
+    run = write_run(str(tmp_path), "xent-mnist-feat=2-seed0",
+                    {"loss": "xent", "dataset": "mnist", "feat_dim": 2, "epochs": 1},
+                    [{"epoch": 1, "val_acc": 0.97, "val_map_at_r": 0.9, "seconds": 1.0}])
+    row = report.summarize(run)[1]
+    assert row["test acc"] == "0.9700" and row["MAP@R"] == "0.9000" and row["protocol"] == "published"
+
+
+def test_report_command_writes_the_page(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    write_run(str(results), "xent-mnist-feat=2-seed0",
+              {"loss": "xent", "dataset": "mnist", "feat_dim": 2, "epochs": 1, "recipe": "fast"},
+              [{"epoch": 1, "test_acc": 0.97, "seconds": 60.0}])
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sweep.py"), "--report", str(results),
+                           "--img-dir", str(tmp_path / "imgs")], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    page = (results / "README.md").read_text()
+    assert "| xent | mnist | 2 " in page.replace("  ", " ").replace("  ", " ") or "0.9700" in page
+    assert page == report.results_page(str(results), str(tmp_path / "imgs"))
