@@ -24,7 +24,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from utils import UserError
+from utils import UserError, available_memory
 
 MNIST_CLASSES = [str(i) for i in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -215,27 +215,6 @@ class Split:
 
 # ---------------------------------------------------------------- memory
 
-def _available_bytes(device):
-    """Bytes free on the device: the CUDA allocator's view, or the host's MemAvailable."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free
-    try:
-        import psutil
-        return psutil.virtual_memory().available
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None  # unknown (not Linux): no check
-
-
 def _mb(n):
     return f"{n / 2**20:,.1f} MB" if n < 2**30 else f"{n / 2**30:,.2f} GB"
 
@@ -252,7 +231,7 @@ def check_fits(shape_or_nbytes, device, available=None, what="the split", resiza
         shape = tuple(int(s) for s in shape_or_nbytes)
         nbytes = math.prod(shape)
     if available is None:
-        available = _available_bytes(device)
+        available = available_memory(device)
         if available is None:
             return
     limit = available // 2

@@ -10,6 +10,8 @@ import struct
 
 import numpy as np
 
+import datasets
+
 
 def class_images(labels, side, channels, rng):
     """uint8 (n, side, side, channels): noise plus a 6x6 bright square whose position
@@ -95,19 +97,7 @@ def write_emnist(root, n_train=470, n_test=188, seed=3, images=None, labels=None
     return root
 
 
-CIFAR100_FINE = [
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle",
-    "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle",
-    "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch",
-    "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox",
-    "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
-    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom",
-    "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
-    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
-    "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake",
-    "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
-    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
-    "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm"]
+CIFAR100_FINE = datasets.CIFAR100_CLASSES
 
 
 def write_cifar100(root, n_train=500, n_test=200, seed=4, fine_names=None):

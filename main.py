@@ -6,6 +6,7 @@ write the run directory. A script: nothing imports it.
 
 flags -> data + model + objective -> restore -> epoch loop -> log/<run>/ -> imgs/<run>/.
 """
+import math
 import os
 import sys
 import time
@@ -16,51 +17,61 @@ from torch import nn
 
 import engine
 import flags
-import plots
 import rundir
-import tboard
 from engine import Interrupted, NonFiniteError
-from optim import PER_STEP_SCHEDULERS, build_averaged, build_scheduler, learning_rates
-from utils import Dist, UserError, pick_device, rng_state, seed_everything, set_rng_state
+from optim import PER_STEP_SCHEDULERS, build_averaged, build_scheduler, learning_rates, planned_steps
+from utils import (Clock, Dist, UserError, pick_device, process_age, rng_state, seed_everything,
+                   set_rng_state)
 
 
-def train(args, explicit, handle_signals=False):
-    """One run, start to finish (or from its checkpoint on --resume). Returns the run directory."""
+def train(args, explicit, handle_signals=False, clock=None):
+    """One run, start to finish (or from its checkpoint on --resume). Returns the run directory.
+    clock: a utils.Clock that already holds the seconds before this call (the program's)."""
+    clock = clock or Clock()  # where the time goes: train.log's last line
     ddp = Dist()
     args, run_dir, ckpt = rundir.resolve(args, explicit, flags.RESUMABLE_FLAGS)
     device = setup(args, ddp)
     seed_everything(args.seed)
+    clock.lap("setup")
     data = engine.load_data(args, device)
+    clock.lap("data")
     channels, size = data.train.images.shape[1], data.train.images.shape[-1]
     net, optimizer = engine.build_net(args, len(data.classes), channels, size, device)
     steps = len(data.train) // args.batch_size
+    total, last = plan(args, steps)
     scheduler = build_scheduler(args, optimizer, steps)
     averaged = build_averaged(net, args.ema_decay) if args.ema_decay else None
     start, history, best = restore(ckpt, run_dir, net, optimizer, scheduler, averaged)
     step_net = wrap(net, args, ddp, device)
     log, tb = open_run(args, run_dir, ddp, data, device, history, steps)
     deciding = rundir.split_names(args)[0] + "_acc"
+    clock.lap("build")
     with engine.StopRequest(handle_signals) as stop:
         try:
-            for epoch in range(start + 1, args.epochs + 1):
+            for epoch in range(start + 1, last + 1):
                 t0 = time.perf_counter()
+                todo = min(steps, total - (epoch - 1) * steps)  # a partial last epoch: the rest
                 record = {"epoch": epoch, **learning_rates(optimizer)}  # at the epoch's start
+                if todo < steps:
+                    record["epoch_fraction"] = todo / steps
                 stats, train_features, seen = engine.train_one_epoch(
                     step_net, net, optimizer, data.train, data.spec, epoch, args, ddp, stop,
                     log.bar, scheduler if args.scheduler in PER_STEP_SCHEDULERS else None,
-                    averaged, tb)
+                    averaged, tb, todo, clock)
                 record.update(stats)
-                evaluating = epoch % args.eval_every == 0 or epoch == args.epochs
+                clock.lap("training", device)
+                evaluating = epoch % args.eval_every == 0 or epoch == last
                 evaluated, idx = net if averaged is None else averaged.module, seen.nonzero().squeeze(1)
                 kept, centers = {}, engine.centers_of(evaluated.objective, train_features[idx],
                                                       data.train.labels[idx], len(data.classes))
                 if evaluating:
                     found, centers, kept = engine.evaluate(
-                        evaluated, data, args, ddp, device, epoch == args.epochs,
+                        evaluated, data, args, ddp, device, epoch == last,
                         train_features[idx], data.train.labels[idx])
                     record.update(found)
                 step_epoch_scheduler(args, scheduler, record.get(deciding))
                 record["seconds"] = time.perf_counter() - t0
+                clock.lap("evaluation", device)
                 history.append(record)
                 improved = evaluating and (best["val_acc"] is None or record[deciding] > best["val_acc"])
                 if improved:
@@ -70,12 +81,24 @@ def train(args, explicit, handle_signals=False):
                                                     best, history, args, rng_state())
                     save_epoch(run_dir, log, tb, state, improved, data, train_features, seen,
                                kept, centers, record, args)
+                clock.lap("saving")
         except (Interrupted, NonFiniteError) as e:
             stopped(e, run_dir, history, log)
     if ddp.main and history:
-        finish(args, run_dir, log, tb, history, best, deciding, data)
+        finish(args, run_dir, log, tb, history, best, deciding, data, clock)
     ddp.close()
     return run_dir
+
+
+def plan(args, steps):
+    """(the run's optimizer steps in all, its last epoch) for `steps` per epoch. A length
+    given in --steps becomes args.epochs (steps / steps per epoch): what args.json, the log
+    and rundir.state_of read."""
+    if args.steps:
+        epochs = args.steps / steps
+        args.epochs = int(epochs) if epochs.is_integer() else epochs
+    total = planned_steps(args, steps)
+    return total, math.ceil(total / steps)
 
 
 def setup(args, ddp):
@@ -87,6 +110,7 @@ def setup(args, ddp):
         raise UserError(f"--batch-size {args.batch_size} is not divisible by the "
                         f"{ddp.world_size} ranks")
     if args.tensorboard:
+        import tboard  # here, not above: it brings matplotlib, which a plain run needs at the end only
         tboard.summary_writer()  # missing package: one line, exit 2, before any file is touched
     if args.sync_bn and device.type != "cuda":
         raise UserError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
@@ -143,6 +167,7 @@ def open_run(args, run_dir, ddp, data, device, history, steps):
                      f"{args.feat_dim}, {sizes} samples, device {device}"
                      + (f" x {ddp.world_size} ranks" if ddp.enabled else ""))
         if args.tensorboard:  # from its first step on, TensorBoard drops what a stopped run wrote
+            import tboard
             tb = tboard.Board(run_dir, vars(args), purge_step=start * steps + 1)
 
     return log, tb
@@ -199,10 +224,11 @@ def stopped(e, run_dir, history, log):
     raise type(e)(message) from None
 
 
-def finish(args, run_dir, log, tb, history, best, deciding, data):
-    """The last lines of the log, TensorBoard's embedding, and the pictures."""
+def finish(args, run_dir, log, tb, history, best, deciding, data, clock):
+    """The last lines of the log, TensorBoard's embedding, the pictures, and where the
+    process's time went (clock: utils.Clock)."""
     final = history[-1]
-    tested = [f"{k} {final[k]:.4f}" for k in ("test_acc", "seen_acc", "unseen_map_at_r")
+    tested = [f"{k.replace('_', ' ')} {final[k]:.4f}" for k in ("test_acc", "seen_acc", "unseen_map_at_r")
               if final.get(k) is not None and k != deciding]
     log.info(f"done: final {deciding.replace('_', ' ')} {final.get(deciding, float('nan')):.4f}, "
              f"best {best['val_acc'] if best['val_acc'] is not None else float('nan'):.4f} "
@@ -214,6 +240,7 @@ def finish(args, run_dir, log, tb, history, best, deciding, data):
                                                           args.snapshot_size, split.images.device)])
         tb.close()
     if args.plots:
+        import plots  # matplotlib: a second of imports that a run without pictures skips
         out = os.path.join(args.img_dir, os.path.basename(run_dir))
         try:
             for path in plots.draw_run(run_dir, out):
@@ -221,13 +248,19 @@ def finish(args, run_dir, log, tb, history, best, deciding, data):
         except Exception as e:  # the run itself is safe on disk; say so and go on
             log.info(f"pictures not drawn ({type(e).__name__}: {e}); "
                      f"retry with: python visualize.py {run_dir}")
+        clock.lap("drawing")
+    log.info(rundir.timing_line({**clock.seconds, "total": sum(clock.seconds.values())}))
 
 
-def main(argv=None, handle_signals=False):
-    """The program: one line on stderr and an exit code for every failure it foresees."""
+def main(argv=None, handle_signals=False, startup=None):
+    """The program: one line on stderr and an exit code for every failure it foresees.
+    startup: the seconds the process took before (interpreter, imports)."""
+    clock = Clock()
+    if startup is not None:
+        clock.seconds["start-up and imports"] = startup
     args, explicit = flags.parse_args(argv)
     try:
-        train(args, explicit, handle_signals)
+        train(args, explicit, handle_signals, clock)
     except UserError as e:
         if Dist().main:
             print(f"error: {e}", file=sys.stderr, flush=True)
@@ -242,4 +275,4 @@ def main(argv=None, handle_signals=False):
 
 
 if __name__ == "__main__":
-    main(handle_signals=True)
+    main(handle_signals=True, startup=process_age())

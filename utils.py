@@ -5,6 +5,7 @@ import os
 import random
 import signal
 import sys
+import time
 
 import numpy as np
 import torch
@@ -117,3 +118,50 @@ def die_with_parent():
     continues from the last one.)"""
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class Clock:
+    """Seconds spent in each phase of a process, for the fixed-cost line of train.log:
+    lap(name) adds the seconds since the previous lap (or `start`) to `name`; on CUDA, pass
+    the device to count the queued work too."""
+
+    def __init__(self, start=None):
+        self.last = time.perf_counter() if start is None else start
+        self.seconds = {}
+
+    def lap(self, name, device=None):
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.last
+        self.last = now
+
+
+def process_age():
+    """Seconds since this process started (Linux: its start time in /proc, 10 ms ticks): what
+    the interpreter took before the script's first line, measured from there. None elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def available_memory(device):
+    """Bytes the device can still give: CUDA's free memory, the host's available RAM; None
+    where neither can be read."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

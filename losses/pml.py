@@ -10,12 +10,11 @@ import copy
 import importlib
 import inspect
 import math
-import os
 
 import torch
 from torch import nn
 
-from utils import UserError
+from utils import UserError, available_memory
 
 from .base import Objective
 from .geometry import class_means, gather_batch, squared_distances
@@ -171,23 +170,6 @@ def curated(class_name, term, miner=None, **keywords):
     return build
 
 
-def available_memory(device):
-    """Bytes the device can still give: CUDA's free memory, the system's available RAM."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return math.inf
-
-
 def gib(n):
     return f"{n / 2**30:.1f} GiB"
 
@@ -322,7 +304,8 @@ class MetricLearningLoss(Objective):
         that the check itself never needs the memory it warns about."""
         device = torch.device(device)
         if budget is None:
-            budget = available_memory(device) / 2
+            free = available_memory(device)
+            budget = math.inf if free is None else free / 2
         power = None
         try:
             if batch_size <= 128:
