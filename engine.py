@@ -3,6 +3,7 @@ validation, test and open-set splits), the training epoch with its non-finite ch
 handling, feature extraction and the evaluation of whole splits. main.py, bench/ and the
 tests import it; it imports no script.
 """
+import itertools
 import signal
 from types import SimpleNamespace
 
@@ -39,9 +40,34 @@ class Net(nn.Module):
         return features, self.objective(features, labels)
 
 
+def native_bf16(device):
+    """(True or False, why): does the device compute bf16 natively, so that autocast to it is
+    faster and loses nothing the fp32 objective needs? CUDA from Ampere (compute capability
+    8) on; x86 CPUs with the AVX512-BF16 or AMX instructions (oneDNN's bf16 convolutions run
+    on them: 1.5x on a 2-core EPYC, bench/variants.py). Elsewhere bf16 is emulated or slower."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return major >= 8, f"CUDA compute capability {major}.{minor}"
+    if device.type != "cpu":
+        return False, f"{device.type}: not measured"
+    capability = torch.backends.cpu.get_cpu_capability()  # DEFAULT, AVX2, AVX512, SVE256, ...
+    found = [name for name, probe in (("AVX512-BF16", "_is_avx512_bf16_supported"),
+                                      ("AMX", "_is_amx_tile_supported"))
+             if getattr(torch.cpu, probe, lambda: False)()]
+    if capability.startswith("AVX512") and found:
+        return True, f"CPU {capability} with {' and '.join(found)}"
+    return False, f"CPU {capability} without native bf16"
+
+
 def resolve_auto(args, device):
-    """Fill in the flags whose default depends on the device. bench/ measured, on a 2-core
-    CPU: channels_last 1.2x faster training steps and evaluation (fp32)."""
+    """Fill in the flags whose default depends on the device. --amp "auto" (--recipe quick)
+    is on where native_bf16 says so, its reason kept in args.amp_auto for args.json (None,
+    left by neither the user nor the recipe: off). bench/ measured, on a 2-core CPU:
+    channels_last 1.2x faster training steps and evaluation (fp32)."""
+    if args.amp == "auto":
+        args.amp, args.amp_auto = native_bf16(device)
+    elif args.amp is None:
+        args.amp = False
     if args.channels_last is None:
         args.channels_last = device.type == "cpu" or args.amp
     return args
@@ -62,8 +88,11 @@ def build_net(args, num_classes, channels, image_size, device):
     optimizer over both. A pair loss whose batch would not fit in memory stops here."""
     model = build_model(args.model, args.feat_dim, channels, image_size)
     # the loss's own hyperparameters; a run older than one of them gets its default
-    objective = build_objective(args.loss, num_classes, args.feat_dim,
-                                **{name: getattr(args, name, None) for name in declared()})
+    try:
+        objective = build_objective(args.loss, num_classes, args.feat_dim,
+                                    **{name: getattr(args, name, None) for name in declared()})
+    except ValueError as e:  # a name the registry does not know (--pml-miner): it lists them
+        raise UserError(str(e)) from None
     if hasattr(objective, "check_batch"):  # the global batch: pair losses see every rank's
         objective.check_batch(args.batch_size, device)
     if args.sync_bn:
@@ -131,15 +160,18 @@ def check_finite(term_log, names, params, epoch, first_step, ddp):
 
 
 def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, stop=None, bar=True,
-                    scheduler=None, averaged=None, tb=None):
-    """One pass over the training split. Everything is accumulated on the device and read
-    every --log-interval steps (progress, non-finite check) and once at the end. After every
-    step: the per-step `scheduler` (if any) and the weight average `averaged` (if any).
+                    scheduler=None, averaged=None, tb=None, steps=None, clock=None):
+    """One pass over the training split, or its first `steps` batches (a partial last epoch:
+    the same batches a whole epoch would start with). Everything is accumulated on the
+    device and read every --log-interval steps (progress, non-finite check) and once at the
+    end. After every step: the per-step `scheduler` (if any) and the weight average
+    `averaged` (if any). clock (utils.Clock): the process's first step gets a lap of its own.
     Returns the epoch's mean loss terms, train accuracy, and the features computed during
     the epoch (`features`, with `seen` marking the samples the epoch used)."""
     net.train()
     device = train.labels.device
-    n, steps = len(train), len(train) // args.batch_size
+    n, per_epoch = len(train), len(train) // args.batch_size
+    steps = per_epoch if steps is None else min(steps, per_epoch)
     features = torch.zeros(n, args.feat_dim, device=device)
     seen = torch.zeros(n, dtype=torch.int32, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -147,8 +179,9 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
     names, term_log, checked = None, None, 0
     batches = datasets.train_batches(train, args.batch_size, args.seed, epoch, spec, ddp.rank,
                                      ddp.world_size, memory_format_of(args))
-    progress = tqdm(batches, total=steps, desc=f"epoch {epoch}/{args.epochs}", leave=False,
-                    disable=not bar, dynamic_ncols=True)
+    progress = tqdm(itertools.islice(batches, steps), total=steps, leave=False,
+                    desc=f"epoch {epoch}/{rundir.epochs_text(args.epochs)}", disable=not bar,
+                    dynamic_ncols=True)
     for step, (x, y, idx) in enumerate(progress):
         f, terms = step_net(x, y)
         optimizer.zero_grad(set_to_none=True)
@@ -163,6 +196,8 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
                 names = list(terms)
                 term_log = torch.zeros(steps, len(names), device=device)
             term_log[step] = torch.stack([terms[k].detach().float() for k in names])
+            if step == 0 and clock is not None and "first step" not in clock.seconds:
+                clock.lap("first step", device)
             f = f.detach()
             features[idx] = f
             seen[idx] = 1
@@ -173,7 +208,7 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
             checked = step + 1
             progress.set_postfix({k: f"{v:.4g}" for k, v in recent.items()}, refresh=False)
             if tb is not None:  # rank 0's terms, already on the host: no extra sync
-                tb.step_terms(recent, (epoch - 1) * steps + step + 1)
+                tb.step_terms(recent, (epoch - 1) * per_epoch + step + 1)
         if stop is not None and stop.signal is not None:
             raise Interrupted(f"stopped by signal {stop.signal} at epoch {epoch}, step {step + 1}")
     progress.close()

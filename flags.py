@@ -15,9 +15,9 @@ from optim import OPTIMIZERS, SCHEDULERS
 from utils import OneLineParser, UserError
 
 # Flags that may differ from the checkpoint's on --resume: they do not change what is computed
-# (or, for --epochs, only how far the run goes).
-RESUMABLE_FLAGS = {"resume", "epochs", "device", "data_dir", "download", "progress", "plots",
-                   "img_dir", "log_interval", "log_dir", "tensorboard", "test", "recipe_file"}
+# (or, for --epochs and --steps, only how far the run goes).
+RESUMABLE_FLAGS = {"resume", "epochs", "steps", "device", "data_dir", "download", "progress",
+                   "plots", "img_dir", "log_interval", "log_dir", "tensorboard", "test", "recipe_file"}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -80,8 +80,12 @@ def build_parser():
     g.add_argument("--sync-bn", "--sync_bn", action="store_true",
                    help="torchrun on CUDA: SyncBatchNorm across ranks")
     g = p.add_argument_group("optimizer")
-    g.add_argument("--epochs", "--max-epoch", "--max_epoch", dest="epochs", type=int, default=100,
-                   help="epochs to train")
+    g.add_argument("--epochs", "--max-epoch", "--max_epoch", dest="epochs", type=epochs_value,
+                   default=100, help="epochs to train; a fraction (1.5) ends with a partial "
+                   "epoch of the remaining steps")
+    g.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps to train in all, instead of --epochs (which args.json "
+                   "then records as steps / steps per epoch)")
     g.add_argument("--batch-size", "--batch_size", type=int, default=128,
                    help="the global batch (split across ranks under torchrun)")
     g.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS,
@@ -111,7 +115,10 @@ def build_parser():
     g.add_argument("--gamma", type=float, default=0.5, help="step scheduler: decay factor")
     g = p.add_argument_group("device")
     g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps, cpu")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast for the model")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast for the model; the objective stays fp32 (default: the "
+                   "recipe's choice: off, except --recipe quick, which turns it on where bf16 is "
+                   "native: CUDA, CPUs with AVX512-BF16 or AMX; args.json records the outcome)")
     g.add_argument("--compile", action="store_true", help="torch.compile the training step")
     g.add_argument("--channels-last", "--channels_last", action=argparse.BooleanOptionalAction,
                    default=None, help="channels_last memory format for images and convolutions "
@@ -148,39 +155,126 @@ def loss_name(name):
     return name
 
 
+def epochs_value(text):
+    """--epochs: a whole number (5, kept an int as older args.json files hold it) or a
+    fraction (1.5)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid epochs value: {text!r} (a number of epochs: "
+                                         "5, or 1.5)") from None
+    return int(value) if value.is_integer() else value
+
+
 def dataset_name(name):
     name = datasets.canonical_name(name)
+    if name == "folder:":
+        raise argparse.ArgumentTypeError("folder: needs a path, e.g. folder:./my-images")
     if name not in datasets.DATASETS and not name.startswith("folder:"):
         raise argparse.ArgumentTypeError(f"unknown dataset {name!r}; choose from "
                                          f"{', '.join(datasets.DATASETS)}, or folder:PATH")
     return name
 
 
+def typed_flags(argv=None):
+    """The dests of the flags in argv, as argparse reads them (--loss=x, abbreviations)."""
+    unset = object()
+    probe = build_parser()
+    probe.set_defaults(**{a.dest: unset for a in probe._actions if a.dest != "help"})
+    return {k for k, v in vars(probe.parse_args(argv)).items() if v is not unset}
+
+
 def parse_args(argv=None):
     """The parsed flags and the set of flags the user actually typed."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    unset = object()
-    probe = build_parser()
-    probe.set_defaults(**{a.dest: unset for a in probe._actions if a.dest != "help"})
-    explicit = {k for k, v in vars(probe.parse_args(argv)).items() if v is not unset}
+    explicit = typed_flags(argv)
     try:
         recipes.apply_recipe(args, explicit)
     except UserError as e:
         parser.error(str(e))
+    # a tuned-recipe file is data a person may edit: a key that is no flag is a mistake there
+    unknown = sorted(set(vars(args)) - {a.dest for a in parser._actions} - {"recipe_source"})
+    if unknown:
+        parser.error(f"--recipe {args.recipe} sets {', '.join(map(repr, unknown))}, which "
+                     f"main.py has no flag for (check {args.recipe_file})")
+    if args.amp is None:  # neither typed nor the recipe's ("auto": engine.resolve_auto decides)
+        args.amp = False
+    if {"epochs", "steps"} <= explicit:
+        parser.error("--epochs and --steps both set the length of the run: pass one")
     check_args(args, parser)
     return args, explicit
 
 
-POSITIVE = ("feat_dim", "epochs", "batch_size", "subset", "eval_every", "log_interval",
+POSITIVE = ("feat_dim", "epochs", "steps", "batch_size", "subset", "eval_every", "log_interval",
             "step_size", "snapshot_size", "image_size", "lr", "lr_cent", "gamma")
 NOT_NEGATIVE = ("weight_decay", "momentum", "warmup_epochs", "val_size")
 
 
+PATHS = ("data_dir", "log_dir", "img_dir", "recipe_file", "resume")
+SEED_MAX = 2**32 - 1  # numpy's seed range
+
+
+def check_types(args, parser):
+    """Each value of the type and among the choices its flag parses to. What argparse parsed
+    passes; this is for what a recipe file or a saved args.json put there."""
+    for action in build_parser()._actions:
+        value = getattr(args, action.dest, None)
+        # --recipe: applied when the run began; a saved run may name one renamed since
+        if value is None or action.dest in ("help", "recipe") or action.nargs is not None:
+            continue
+        flag = action.option_strings[0]
+        if action.type in (int, float, epochs_value):
+            whole = action.type is int
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+                parser.error(f"{flag} must be {'a whole number' if whole else 'a number'}, "
+                             f"got {value!r}")
+        elif action.type in (loss_name, dataset_name):
+            try:
+                action.type(value if isinstance(value, str) else repr(value))
+            except argparse.ArgumentTypeError as e:
+                parser.error(f"argument {flag}: {e}")
+        if action.choices is not None and value not in action.choices:
+            parser.error(f"{flag} must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+
+
+def check_saved(args, run_dir):
+    """On --resume, the settings the run directory saved (args.json or the checkpoint's)
+    merged with the flags typed, checked as typed flags are: a damaged or hand-edited file is
+    one line before any work, not a traceback in the middle of the run."""
+    class Refusal:
+        @staticmethod
+        def error(message):
+            raise UserError(f"cannot resume {run_dir}: its saved settings do not pass the "
+                            f"checks of main.py ({message})")
+    check_args(args, Refusal)
+    return args
+
+
 def check_args(args, parser):
+    check_types(args, parser)
     for flag, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
             parser.error(f"--{flag.replace('_', '-')} must be a finite number, got {value}")
+        if isinstance(value, str) and "\0" in value:  # the OS refuses such a path with a traceback
+            parser.error(f"--{flag.replace('_', '-')} contains a NUL character")
+    for flag in PATHS:
+        if getattr(args, flag) == "":
+            parser.error(f"--{flag.replace('_', '-')} must not be empty")
+    if not 0 <= args.seed <= SEED_MAX:
+        parser.error(f"--seed must be from 0 to {SEED_MAX}, got {args.seed}")
+    if not args.momentum < 1:  # at 1 or above, each step adds all past steps again: divergence
+        parser.error(f"--momentum must be below 1, got {args.momentum}")
+    if args.held_out_classes is not None and not args.held_out_classes.strip(" ,"):
+        parser.error("--held-out-classes names no class: give indices like 5,6,7 or 5-9, or half")
+    if not datasets.is_folder(args.dataset):
+        for flag in ("image_size", "channels"):
+            if getattr(args, flag) is not None:
+                parser.error(f"--{flag.replace('_', '-')} applies to folder: datasets only; "
+                             f"{args.dataset} has its own")
+    if not args.test and not args.val_size:
+        parser.error("--no-test needs --val-size N: without a validation split the test split "
+                     "is what every epoch evaluates")
     for flag in POSITIVE:
         value = getattr(args, flag)
         if value is not None and not value > 0:

@@ -19,7 +19,8 @@ import engine
 import flags
 import rundir
 from engine import Interrupted, NonFiniteError
-from optim import PER_STEP_SCHEDULERS, build_averaged, build_scheduler, learning_rates, planned_steps
+from optim import (PER_STEP_SCHEDULERS, build_averaged, build_scheduler, learning_rates,
+                   planned_steps)
 from utils import (Clock, Dist, UserError, pick_device, process_age, rng_state, seed_everything,
                    set_rng_state)
 
@@ -30,6 +31,8 @@ def train(args, explicit, handle_signals=False, clock=None):
     clock = clock or Clock()  # where the time goes: train.log's last line
     ddp = Dist()
     args, run_dir, ckpt = rundir.resolve(args, explicit, flags.RESUMABLE_FLAGS)
+    if args.resume:
+        flags.check_saved(args, run_dir)
     device = setup(args, ddp)
     seed_everything(args.seed)
     clock.lap("setup")
@@ -42,6 +45,10 @@ def train(args, explicit, handle_signals=False, clock=None):
     scheduler = build_scheduler(args, optimizer, steps)
     averaged = build_averaged(net, args.ema_decay) if args.ema_decay else None
     start, history, best = restore(ckpt, run_dir, net, optimizer, scheduler, averaged)
+    if last <= start and history and rundir.epochs_done(history[-1]) < args.epochs - 1e-9:
+        raise UserError(f"{run_dir} ended with a partial epoch {start} (after "
+                        f"{rundir.epochs_done(history[-1]):g} epochs), which cannot be finished "
+                        f"later: extend it to more than {start} epochs")
     step_net = wrap(net, args, ddp, device)
     log, tb = open_run(args, run_dir, ddp, data, device, history, steps)
     deciding = rundir.split_names(args)[0] + "_acc"
@@ -110,12 +117,12 @@ def setup(args, ddp):
         raise UserError(f"--batch-size {args.batch_size} is not divisible by the "
                         f"{ddp.world_size} ranks")
     if args.tensorboard:
-        import tboard  # here, not above: it brings matplotlib, which a plain run needs at the end only
+        import tboard  # here, not above: it brings matplotlib, which most runs need only at the end
         tboard.summary_writer()  # missing package: one line, exit 2, before any file is touched
     if args.sync_bn and device.type != "cuda":
         raise UserError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
     if args.plots and ddp.main:
-        rundir.writable_dir(args.img_dir, "--img-dir")
+        rundir.writable_dir(args.img_dir, "--img-dir", create=False)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return device
@@ -271,6 +278,13 @@ def main(argv=None, handle_signals=False, startup=None):
     except Interrupted as e:
         if Dist().main:
             print(f"interrupted: {e}", file=sys.stderr, flush=True)
+        sys.exit(130)
+    except KeyboardInterrupt:  # Ctrl-C outside the epoch loop, or a second one inside it
+        if not handle_signals:  # an in-process caller (pytest) handles its own Ctrl-C
+            raise
+        if Dist().main:
+            print("interrupted: stopped at once; every file written so far is whole (atomic), "
+                  "continue a started run with --resume", file=sys.stderr, flush=True)
         sys.exit(130)
 
 

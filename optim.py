@@ -1,5 +1,7 @@
 """The optimizer, its learning-rate schedule and the weight average of a run (flags in
 main.py, presets in recipes.py)."""
+import math
+
 import torch
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -61,10 +63,20 @@ def build_averaged(net, decay):
     return torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=ema, use_buffers=True)
 
 
+def planned_steps(args, steps_per_epoch):
+    """The optimizer steps of the whole run: --steps, or --epochs (a fraction allowed) of
+    steps_per_epoch, rounded up, so that the run reaches the epochs it was asked for (the
+    tolerance: --steps N is recorded as N / steps_per_epoch epochs, which may round above)."""
+    if getattr(args, "steps", None):
+        return args.steps
+    return max(1, math.ceil(args.epochs * steps_per_epoch - 1e-6))
+
+
 def build_scheduler(args, optimizer, steps_per_epoch):
-    """Epoch-level schedulers, or (PER_STEP_SCHEDULERS) one stepped after every batch."""
+    """Epoch-level schedulers, or (PER_STEP_SCHEDULERS) one stepped after every batch: that
+    one spans the planned steps exactly, a partial last epoch included."""
     if args.scheduler == "warmup-cosine":
-        total = args.epochs * steps_per_epoch
+        total = planned_steps(args, steps_per_epoch)
         warmup = min(total - 1, round(args.warmup_epochs * steps_per_epoch))
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total - warmup)
         if warmup <= 0:

@@ -22,8 +22,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 import datasets
-from rundir import (atomic_write, last_snapshot_with, load_snapshot, load_snapshots, loss_terms,
-                    normalize_record, read_run, snapshot_paths, split_names, writable_dir)
+from rundir import (atomic_write, epochs_done, epochs_text, last_snapshot_with, load_snapshot,
+                    load_snapshots, loss_terms, normalize_record, read_run, snapshot_paths,
+                    split_names, writable_dir)
 from utils import UserError
 
 FPS = 4            # GIF frames per second
@@ -148,8 +149,9 @@ def frame_title(args, split, record):
     shown = split if split == "train" else split_names(args)[0]
     acc = record.get(f"{shown}_acc")
     acc = "" if acc is None else f"  |  acc {acc:.4f}"
+    planned = "?" if args.get("epochs") is None else epochs_text(args["epochs"])
     return (f"{args['loss']}  |  {args['dataset']}  |  {shown}  |  "
-            f"epoch {record['epoch']}/{args.get('epochs', '?')}{acc}")
+            f"epoch {epochs_text(epochs_done(record))}/{planned}{acc}")
 
 
 # ----------------------------------------------------------------------------- 2-D: GIFs
@@ -385,14 +387,15 @@ def draw_run(run_dir, out_dir, projection="pca"):
                         f"nothing to draw")
     if projection not in PROJECTIONS:
         raise UserError(f"unknown projection {projection!r}; choose one of {', '.join(PROJECTIONS)}")
-    writable_dir(out_dir, "the pictures' folder")
+    writable_dir(out_dir, "the pictures' folder", create=False)
     written = []
     if args["feat_dim"] <= 2:
-        snaps = load_snapshots(run_dir)
+        snaps = load_snapshots(run_dir)  # a damaged one stops here, before any folder is made
         for snap in snaps:
             snap["record"] = normalize_record(snap["record"], args)
         names = class_names(args["dataset"], len(snaps[-1]["centers"]), snaps[-1])
         limits = shared_limits(snaps)
+        writable_dir(out_dir, "the pictures' folder")
         for split in ("train", "val"):
             written.append(draw_gif(snaps, split, os.path.join(out_dir, f"{split}.gif"),
                                     args, names, limits))
@@ -403,6 +406,7 @@ def draw_run(run_dir, out_dir, projection="pca"):
         for snap in (last, val):
             if snap is not None:
                 snap["record"] = normalize_record(snap["record"], args)
+        writable_dir(out_dir, "the pictures' folder")
         for split, snap in (("train", last), ("val", val)):
             if snap is not None:
                 written.append(draw_projection(snap, split, os.path.join(out_dir, f"{split}.png"),
@@ -410,8 +414,6 @@ def draw_run(run_dir, out_dir, projection="pca"):
     written.append(draw_curves(records, os.path.join(out_dir, "curves.png"), args))
     written.append(draw_centers(records, os.path.join(out_dir, "centers.png"), args, names))
     return [p for p in written if p is not None]
-
-
 
 
 # ----------------------------------------------------------------------------- many runs

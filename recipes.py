@@ -11,6 +11,9 @@ user types win, and args.json records the resolved values.
     fast       the published accuracy in 5 (MNIST) or 10 (Fashion-MNIST) epochs: per-step
                warm-up and cosine, Nesterov, weight decay, a weight average; the per-loss values
                where the shared ones failed; published protocol (--val-size 0)
+    quick      a budget of 1.5 epochs (about a minute on two CPU cores): fast's schedule fitted
+               to it (a fifth of an epoch of warm-up, lr 0.1), one evaluation at the end, bf16
+               autocast where the device has native bf16 (--amp)
     tuned      fast's schedule with the settings `sweep.py --tune` found for this loss,
                dataset and feat_dim on the held-out validation split (--recipe-file)
 
@@ -47,9 +50,29 @@ FAST = {
     },
 }
 
+# A budget of about a minute of a laptop's CPU: 1.5 epochs of full MNIST is ~700 steps.
+QUICK = {
+    "epochs": 1.5,                 # the last epoch runs half its steps
+    "lr": 0.1,
+    "scheduler": "warmup-cosine",
+    "warmup_epochs": 0.2,          # a fifth of an epoch: a whole one would be most of the budget
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "wd_exempt": True,
+    # the average's decay warms up as (1 + n) / (10 + n), which reaches 0.99 only after ~890
+    # updates: over ~700 steps it averages about the last 80, where the cosine has cooled
+    "ema_decay": 0.99,
+    "batch_size": 128,
+    "eval_every": 1000,            # evaluate once, after the last epoch
+    "amp": "auto",                 # bf16 where it is native (engine.resolve_auto), else fp32
+    "datasets": {"fashion-mnist": {"epochs": 2, "objectives": {"standalone": {"lr_cent": 0.005}}}},
+    "objectives": FAST["objectives"],
+}
+
 RECIPES = {
     "reference": {},
     "fast": FAST,
+    "quick": QUICK,
     "tuned": {k: v for k, v in FAST.items() if k not in ("datasets", "objectives")},
 }
 
@@ -69,9 +92,18 @@ def read_tuned(path):
         return {}
     try:
         with open(path) as f:
-            return json.load(f)
+            data = json.load(f)
     except (ValueError, OSError) as e:
         raise UserError(f"{path} is not a readable tuned-recipe file: {e}") from None
+    # {dataset: {feat_dim: {loss: {"settings": {...}, "source": {...}}}}}, as write_tuned makes it
+    entries = [e for by_dim in (data.values() if isinstance(data, dict) else [None])
+               for by_loss in (by_dim.values() if isinstance(by_dim, dict) else [None])
+               for e in (by_loss.values() if isinstance(by_loss, dict) else [None])]
+    if not all(isinstance(e, dict) and isinstance(e.get("settings"), dict)
+               and isinstance(e.get("source"), dict) for e in entries):
+        raise UserError(f"{path} is not a tuned-recipe file of sweep.py --tune (expected "
+                        "{dataset: {feat_dim: {loss: {settings, source}}}})")
+    return data
 
 
 def tuned_entry(path, loss, dataset, feat_dim):

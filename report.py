@@ -16,7 +16,7 @@ import numpy as np
 import datasets
 import flags
 import losses
-from rundir import read_run, split_names, state_of
+from rundir import epochs_done, read_run, split_names, state_of
 from utils import UserError
 
 LOSS_ORDER = ("xent", "cent", "standalone", "center-push", "center-softmax", "margin", "cosface",
@@ -63,7 +63,7 @@ def summarize(run_dir):
     """One row of the every-run table (a dict of strings) and its sort key: the final test
     accuracy and retrieval, as measured once at the end (never a best over epochs)."""
     args, records = read_run(run_dir, need_metrics=False)
-    done, planned = (records[-1]["epoch"] if records else 0), args.get("epochs")
+    done, planned = (epochs_done(records[-1]) if records else 0), args.get("epochs")
     deciding, tested = split_names(args)
     last = records[-1] if records else {}
     acc = test_acc(last)
@@ -141,8 +141,8 @@ def recipe_of(args):
 
     def shown(k, v):  # None: the flag was left to its default (lr_cent: the lr)
         return f"{k} {v:g}" if isinstance(v, float) else f"{k} {'unset' if v is None else v}"
-    changed = [shown(k, v) for k, v in sorted(args.items())
-               if k in resolved and k not in ignored and v != resolved[k]]
+    changed = [shown(k, v) for k, v in sorted(args.items())  # "auto": whatever it resolved to
+               if k in resolved and k not in ignored and v != resolved[k] and resolved[k] != "auto"]
     return ", ".join([recipe] + changed), bool(changed), resolved["epochs"]
 
 
@@ -162,8 +162,8 @@ def reproduction_table(run_dirs, published=PUBLISHED, not_run="not run", as_reci
                         "not run directories of main.py)")
     for _, args, records in finished:
         recipe, changed, epochs = recipe_of(args)
-        key = (args["loss"], args["dataset"], args["feat_dim"], records[-1]["epoch"], recipe)
-        if as_recipe and (changed or records[-1]["epoch"] != epochs):
+        key = (args["loss"], args["dataset"], args["feat_dim"], epochs_done(records[-1]), recipe)
+        if as_recipe and (changed or epochs_done(records[-1]) != epochs):
             other.add(key[:3])
             continue
         groups.setdefault(key, []).append((args, records))

@@ -51,12 +51,19 @@ def atomic_write_text(path, text):
     atomic_write(path, write)
 
 
-def writable_dir(path, what):
+def writable_dir(path, what, create=True):
     """Create `path` if needed and check that files can be made in it, before any work that
-    would write there: a UserError (one line) otherwise."""
+    would write there: a UserError (one line) otherwise. create=False: a check long before
+    the writing, which makes nothing (a missing `path` is checked in its nearest existing
+    folder), so that a later failure leaves no empty folder behind."""
     try:
-        os.makedirs(path, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe-")
+        where = os.path.abspath(path)
+        if create:
+            os.makedirs(path, exist_ok=True)
+        else:
+            while not os.path.exists(where) and os.path.dirname(where) != where:
+                where = os.path.dirname(where)
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".probe-")
         os.close(fd)
         os.remove(probe)
     except OSError as e:
@@ -131,9 +138,25 @@ def read_args(run_dir):
         raise UserError(f"{path} is not valid JSON ({e}): the run directory is damaged") from None
     except OSError as e:
         raise UserError(f"{path} cannot be read: {e.strerror or e}") from None
-    if not isinstance(args, dict) or "loss" not in args:
-        raise UserError(f"{path} is not the args.json of a main.py run")
+    problem = args_problem(args)
+    if problem:
+        raise UserError(f"{path} is not the args.json of a main.py run ({problem})")
     return args
+
+
+def args_problem(args):
+    """Why a dict is not the flags of a main.py run, or None: every reader of a run needs
+    the keys that name it and its planned length, of their types (each args.json since the
+    first run has them)."""
+    if not isinstance(args, dict):
+        return f"a JSON {type(args).__name__}, not an object"
+    for key, kinds in (("loss", str), ("dataset", str), ("feat_dim", int), ("epochs", (int, float))):
+        value = args.get(key)
+        if value is None:
+            return f"no {key!r}"
+        if isinstance(value, bool) or not isinstance(value, kinds) or (kinds != str and not value > 0):
+            return f"{key!r} is {value!r}"
+    return None
 
 
 def resolve(args, explicit, resumable):
@@ -162,6 +185,8 @@ def resolve(args, explicit, resumable):
                                 f"checkpoint's {saved[key]} in {run_dir}; leave it out to resume")
         merged = {**vars(args), **saved}  # a flag newer than the checkpoint: its default
         merged.update({k: getattr(args, k) for k in explicit & resumable})
+        if "epochs" in explicit and "steps" not in explicit:
+            merged["steps"] = None  # a typed --epochs replaces a length given in steps
         merged["resume"] = args.resume
         return argparse.Namespace(**merged), run_dir, ckpt
     check_name(args.name)
@@ -225,6 +250,14 @@ def load_checkpoint(path, map_location="cpu"):
     if not isinstance(state, dict) or not all(k in state for k in CHECKPOINT_KEYS):
         raise UserError(f"{path} is not a checkpoint of this project (expected the keys "
                         f"{', '.join(CHECKPOINT_KEYS)})")
+    problem = args_problem(state["args"])
+    if problem:
+        problem = f"its args: {problem}"
+    elif not (isinstance(state["epoch"], int) and isinstance(state["history"], list)
+              and all(isinstance(r, dict) and "epoch" in r for r in state["history"])):
+        problem = "its epoch or history is not what main.py saves"
+    if problem:
+        raise UserError(f"{path} is not a checkpoint of this project ({problem})")
     return state
 
 
@@ -257,7 +290,8 @@ class RunLog:
     def line(record, epochs):
         """train.log's line for one metrics record (of a run of `epochs` epochs)."""
         terms = loss_terms(record)
-        line = f"epoch {record['epoch']:>3}/{epochs}  lr {record['lr']:.2e}  "
+        line = (f"epoch {epochs_text(epochs_done(record)):>3}/{epochs_text(epochs)}  "
+                f"lr {record['lr']:.2e}  ")
         if record.get("lr_centers") is not None:
             line += f"(centers {record['lr_centers']:.2e})  "
         line += f"loss {record['train_loss']:.4f}"
@@ -280,6 +314,44 @@ class RunLog:
         return line + f"  {record['seconds']:.1f}s"
 
 
+TIMING = "seconds: "  # train.log's line of where a process's time went
+
+
+def timing_line(seconds):
+    """train.log's line of {phase: seconds} (start-up, imports, data, ..., total)."""
+    return TIMING + ", ".join(f"{name} {value:.2f}" for name, value in seconds.items())
+
+
+def read_timings(run_dir):
+    """{phase: seconds} of the last timing line in a run's train.log ({} if none): the fixed
+    costs of the process that finished the run."""
+    found = {}
+    try:
+        with open(os.path.join(run_dir, "train.log")) as f:
+            lines = [line for line in f if line.startswith(TIMING)]
+    except OSError:
+        return found
+    for part in lines[-1][len(TIMING):].strip().split(", ") if lines else []:
+        name, _, value = part.rpartition(" ")
+        try:
+            found[name] = float(value)
+        except ValueError:
+            continue
+    return found
+
+
+def epochs_text(epochs):
+    """An epoch count as the log and the pictures show it: 2, 1.5, 1.52 (2 decimals at most)."""
+    return f"{round(epochs, 2):g}"
+
+
+def epochs_done(record):
+    """The epochs trained by the end of a metrics record: its epoch index, less the part of a
+    partial last epoch that did not run (`epoch_fraction`: 0.5 of epoch 2 is 1.5)."""
+    fraction = record.get("epoch_fraction")
+    return record["epoch"] if fraction is None else record["epoch"] - 1 + fraction
+
+
 def loss_terms(record):
     """The weighted loss terms of a metrics record (xent, center, intra, inter, ...): its
     train_* keys other than the total loss, the accuracies and the clean measurements."""
@@ -288,22 +360,32 @@ def loss_terms(record):
             and not k.startswith("train_eval_")]
 
 
-def read_jsonl(path, tolerate_torn_last=False):
-    """The records of a JSONL file. tolerate_torn_last: a last line that is not JSON (a write
-    cut by a kill) is skipped with a warning; any other bad line is a UserError naming it."""
-    with open(path) as f:
-        lines = f.read().split("\n")
+def read_jsonl(path, tolerate_torn_last=False, need=()):
+    """The records (JSON objects) of a JSONL file. tolerate_torn_last: a last line that is not
+    JSON (a write cut by a kill) is skipped with a warning; any other bad line, or a record
+    without the keys in `need`, is a UserError naming it."""
+    try:
+        with open(path) as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file: the run directory is damaged") from None
+    except OSError as e:
+        raise UserError(f"{path} cannot be read: {e.strerror or e}") from None
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
     records = []
     for k, (number, line) in enumerate(numbered):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             if tolerate_torn_last and k == len(numbered) - 1:
                 print(f"warning: {path}: line {number} is cut short (an interrupted write); "
                       f"read without it", file=sys.stderr, flush=True)
                 break
             raise UserError(f"{path}: line {number} is not JSON") from None
+        if not isinstance(record, dict) or not all(key in record for key in need):
+            raise UserError(f"{path}: line {number} is not a record of this file (a JSON object"
+                            + (f" with {', '.join(need)})" if need else ")"))
+        records.append(record)
     return records
 
 
@@ -329,7 +411,12 @@ def read_run(run_dir, need_metrics=True):
         raise UserError(f"{run_dir} is empty: not a run directory (nothing trained there yet?)")
     args = read_args(run_dir)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    records = read_jsonl(metrics_path, tolerate_torn_last=True) if os.path.exists(metrics_path) else []
+    records = (read_jsonl(metrics_path, tolerate_torn_last=True, need=("epoch",))
+               if os.path.exists(metrics_path) else [])
+    for record in records:
+        if isinstance(record["epoch"], bool) or not isinstance(record["epoch"], int):
+            raise UserError(f"{metrics_path}: the epoch {record['epoch']!r} is not a whole number: "
+                            f"the run directory is damaged")
     if need_metrics and not records:
         raise UserError(f"{run_dir} has no metrics yet (metrics.jsonl missing or empty): "
                         f"no epoch has finished")
@@ -345,8 +432,9 @@ def state_of(run_dir):
         args, records = read_run(run_dir, need_metrics=False)
     except UserError:
         return "started"
-    done = records[-1]["epoch"] if records else 0
-    return "finished" if done >= args.get("epochs", float("inf")) else "started"
+    done = epochs_done(records[-1]) if records else 0
+    # a plan given in steps is a ratio of steps: let rounding not leave it unfinished
+    return "finished" if done >= args.get("epochs", float("inf")) - 1e-9 else "started"
 
 
 def export(run_dirs, out_dir):
@@ -414,7 +502,35 @@ def load_snapshot(path):
     except Exception as e:  # zipfile, pickle and JSON errors alike: the file is damaged
         raise UserError(f"{path} is not a readable feature snapshot ({type(e).__name__}); "
                         f"delete it to draw the other epochs") from None
+    problem = snapshot_problem(snap)
+    if problem:
+        raise UserError(f"{path} is not a feature snapshot of main.py ({problem}); delete it "
+                        f"to draw the other epochs")
     return snap
+
+
+def snapshot_problem(snap):
+    """Why the arrays of a snapshot do not fit together, or None: the pictures index one by
+    the other and would fail, or quietly draw the wrong points."""
+    if not isinstance(snap["record"], dict) or "epoch" not in snap["record"]:
+        return "its record has no epoch"
+    for key in ("train_features", "train_labels", "centers"):
+        if key not in snap:
+            return f"no {key}"
+    dim = snap["train_features"].shape[-1] if snap["train_features"].ndim == 2 else None
+    if dim is None or snap["centers"].ndim != 2 or snap["centers"].shape[1] != dim:
+        return "train_features and centers are not (n, d) arrays of one d"
+    for split in ("train", "val", "unseen"):
+        features, labels = snap.get(f"{split}_features"), snap.get(f"{split}_labels")
+        if features is not None and labels is None:  # (labels alone: an epoch not evaluated)
+            return f"{split}_features without {split}_labels"
+        if features is not None and (features.ndim != 2 or features.shape[1] != dim
+                                     or labels.shape != (len(features),)):
+            return f"{split}_features {features.shape} do not fit {split}_labels {labels.shape}"
+        if split != "unseen" and labels is not None and len(labels) and not (
+                0 <= labels.min() and labels.max() < len(snap["centers"])):
+            return f"{split}_labels outside the {len(snap['centers'])} classes"
+    return None
 
 
 def last_snapshot_with(paths, key):

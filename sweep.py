@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 
+import datasets
 import flags as main_flags
 import recipes
 import report
@@ -40,7 +41,7 @@ class Run:
     def __init__(self, loss, dataset, feat_dim, seed, log_dir, passthrough):
         self.dir = os.path.join(log_dir, rundir.run_name(
             {"loss": loss, "dataset": dataset, "feat_dim": feat_dim, "name": f"seed{seed}"}))
-        self.name = os.path.basename(self.dir)
+        self.name, self.dataset = os.path.basename(self.dir), dataset
         self.fresh = ["--loss", loss, "--dataset", dataset, "--feat-dim", str(feat_dim),
                       "--seed", str(seed), "--name", f"seed{seed}", "--log-dir", log_dir,
                       *passthrough]
@@ -236,6 +237,12 @@ def parse_flags(argv):
         value = getattr(opts, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if not 0 <= opts.tune_seed <= main_flags.SEED_MAX:
+        parser.error(f"--tune-seed must be from 0 to {main_flags.SEED_MAX}, got {opts.tune_seed}")
+    for name in ("log_dir", "export", "report", "recipe_file", "img_dir"):
+        value = getattr(opts, name)
+        if value is not None and (not value or "\0" in value):  # "": the current folder, unasked
+            parser.error(f"--{name.replace('_', '-')} {value!r} is not a folder name")
     return opts
 
 
@@ -243,17 +250,24 @@ def check_grid(runs):
     """Every run's main.py flags parsed as main.py will parse them, before anything starts:
     a bad --loss, --dataset, --feat-dim or flag after -- is one line, not N failed runs."""
     for run in runs:
-        if any(a in ("--loss", "--dataset", "--feat-dim", "--feat_dim", "--seed", "--name",
-                     "--log-dir", "--log_dir", "--resume") for a in run.passthrough):
-            raise UserError("pass --loss, --dataset, --feat-dim and --seed to sweep.py itself, "
-                            "not after --: the grid names its runs by them")
         said = io.StringIO()
         try:
             with contextlib.redirect_stderr(said):
                 main_flags.parse_args(run.fresh)
+                typed = main_flags.typed_flags(run.passthrough)
         except SystemExit:  # main.py's parser wrote its one line: pass it on as ours
             why = said.getvalue().strip().split("error: ", 1)[-1]
             raise UserError(f"{run.name}: {why}") from None
+        # as argparse reads them: --loss=x and abbreviations (--los x) too
+        if typed & {"loss", "dataset", "feat_dim", "seed", "name", "log_dir", "resume"}:
+            raise UserError("pass --loss, --dataset, --feat-dim and --seed to sweep.py itself, "
+                            "not after --: the grid names its runs by them")
+        if "overwrite" in typed:
+            raise UserError("--overwrite after --: the sweep continues started runs with "
+                            "--resume; delete a run's directory to start it again")
+        if datasets.is_folder(run.dataset) and not os.path.isdir(datasets.folder_path(run.dataset)):
+            raise UserError(f"--dataset {run.dataset}: {datasets.folder_path(run.dataset)} is "
+                            f"not a folder")
 
 
 class TuneJob:
@@ -274,6 +288,17 @@ class TuneJob:
 def tune_grid(opts, argv=()):
     """--tune: the studies here, one after the other, or one submitit job each."""
     import tune
+    typed = main_flags.typed_flags(opts.passthrough)
+    for loss in opts.loss:  # a trial's own flags come after these and would silently win
+        overridden = sorted(typed & ({"val_size", "test", "steps"} | set(tune.search_space(loss))))
+        if overridden:
+            raise UserError(f"--tune sets {', '.join('--' + k.replace('_', '-') for k in overridden)} "
+                            f"of each {loss} trial itself: leave {'it' if len(overridden) == 1 else 'them'} "
+                            f"out after -- (sweep.py --val-size and --epochs set the budget)")
+    recipes.read_tuned(opts.recipe_file)  # a damaged file: one line now, not after the search
+    if not opts.dry_run:
+        rundir.writable_dir(os.path.dirname(os.path.abspath(opts.recipe_file)), "--recipe-file's folder",
+                            create=False)
     if opts.dry_run:
         for loss in opts.loss:
             print(f"# tune {loss}: {', '.join(tune.search_space(loss))}")
@@ -291,8 +316,18 @@ def main(argv=None):
     opts = parse_flags(argv)
     try:
         if opts.report:
-            for path in report.write_results(opts.report, opts.img_dir):
-                print(path)
+            if not os.path.isdir(opts.report):
+                raise UserError(f"--report {opts.report}: not a folder of run directories")
+            if not any(report.run_dirs_in(os.path.join(opts.report, sub)) for sub in ("", "trials", "fair")):
+                raise UserError(f"--report {opts.report}: found no run directories (folders with "
+                                f"an args.json) in it: nothing to report")
+            rundir.writable_dir(opts.report, "--report folder")
+            try:
+                for path in report.write_results(opts.report, opts.img_dir):
+                    print(path)
+            except OSError as e:
+                raise UserError(f"--report {opts.report}: cannot write the results page: "
+                                f"{e.strerror or e}") from None
             return 0
         runs = grid(opts)
         if opts.table or opts.gallery or opts.export:
@@ -309,6 +344,8 @@ def main(argv=None):
         if opts.runs:
             raise UserError("run directories are for --table, --gallery or --export")
         check_grid(runs)
+        if not opts.dry_run:  # the runs' folders and outputs go there: one line now, not later
+            rundir.writable_dir(opts.log_dir, "--log-dir", create=False)
         if opts.tune:
             return tune_grid(opts, argv)
         if opts.dry_run:
@@ -332,4 +369,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # each run stops with its own line and keeps its checkpoints
+        error_exit("interrupted: run the same command again to continue the unfinished runs", 130)

@@ -37,7 +37,9 @@ def optuna():
         import optuna as module
     except ImportError:
         raise UserError("--tune needs optuna: pip install optuna") from None
-    module.logging.set_verbosity(module.logging.WARNING)
+    # ERROR: a failed trial is our UserError, said in one line; optuna's warning would repeat
+    # it with the whole traceback
+    module.logging.set_verbosity(module.logging.ERROR)
     return module
 
 

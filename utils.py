@@ -102,9 +102,19 @@ def pick_device(name="auto", local_rank=0):
             raise UserError("--device cuda was asked for, but no CUDA device is available")
         return torch.device("cuda", local_rank)
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as e:
         raise UserError(f"--device {name!r} is not a device torch knows: {e}") from None
+    # torch.device() accepts any index and any known type; the first use would fail mid-run
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name} was asked for, but {torch.cuda.device_count()} CUDA "
+                        f"devices are available")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise UserError(f"--device {name} was asked for, but MPS is not available here")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name}: this project runs on cpu, cuda or mps")
+    return device
 
 
 def error_exit(message, code=2):

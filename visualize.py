@@ -31,7 +31,10 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.out_dir or "\0" in args.out_dir:  # "": the pictures would land in the current folder
+        parser.error(f"--out-dir {args.out_dir!r} is not a folder name")
     try:
         if args.table:
             print(report.runs_table(args.runs), end="")
@@ -50,4 +53,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:  # pictures are written whole (atomic) or not at all
+        error_exit("interrupted", 130)

@@ -316,6 +316,10 @@ class MetricLearningLoss(Objective):
                 need = large * (batch_size / 128) ** power
         except torch.OutOfMemoryError:
             need = math.inf
+        except Exception as e:  # an argument of the wrong type or value, which pml takes unchecked
+            text = (str(e).strip().splitlines() or [""])[0]
+            raise UserError(f"--loss {self.name} fails on a test batch ({type(e).__name__}: "
+                            f"{text}): check --pml-args and --pml-miner") from None
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -17,7 +17,7 @@ from conftest import ROOT
 
 BENCH = os.path.join(ROOT, "bench")
 SCRIPTS = ["step.py", "epoch_overhead.py", "variants.py", "retrieval.py", "draw_gif.py",
-           "tensorboard_cost.py"]
+           "tensorboard_cost.py", "time_to_accuracy.py"]
 TRAINING = ["step.py", "epoch_overhead.py", "variants.py"]
 STEP_MEASURES = ["ours_img_s", "baseline_img_s", "ratio", "flops_per_image", "achieved_gflops",
                  "frac_of_mm", "frac_of_conv_ref", "train_epoch_s_est", "peak_mem_mb_ours",
@@ -27,7 +27,8 @@ OVERHEAD_MEASURES = ["ours_img_s", "train_epoch_s_est", "eval_img_s", "evaluate_
 # a small extra for each, to keep the smoke runs short
 SMOKE_FLAGS = {"step.py": [], "epoch_overhead.py": ["--models", "lenet"],
                "variants.py": ["--models", "lenet", "--threads", "1", "--channels-last"],
-               "retrieval.py": [], "draw_gif.py": [], "tensorboard_cost.py": []}
+               "retrieval.py": [], "draw_gif.py": [], "tensorboard_cost.py": [],
+               "time_to_accuracy.py": []}
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
@@ -135,6 +136,32 @@ def test_tensorboard_cost(tmp_path):
     for key in ("scalars", "scalars_ms", "frames_ms", "terms", "terms_ms"):
         assert positive(r[key]), key
     assert "scalars" in stdout and "frames" in stdout
+
+
+def test_time_to_accuracy(tmp_path):
+    """Each recipe as main.py runs it (6 steps of generated MNIST), its time to the target,
+    fixed costs and rate; the table of times, ratios and accuracies."""
+    stdout, report = smoke(tmp_path, "time_to_accuracy.py")
+    assert "FAKE" in report["meta"]["data_source"] and positive(report["meta"]["import_torch_s"])
+    assert positive(report["rates"]["conv_ref_gflops"])
+    assert positive(report["flops_per_image"]["standalone"])
+    assert [r["label"] for r in report["runs"]] == ["reference", "fast", "quick"]
+    for r in report["runs"]:
+        assert r["status"] == "finished" and positive(r["wall_s"]), r.get("output_tail")
+        assert r["steps"] == 6 and r["epochs_done"] == 0.75  # --steps 6 of 8 an epoch
+        assert positive(r["steps_per_s"]) and positive(r["img_s"])
+        assert positive(r["frac_of_conv_ref"])
+        assert 0 <= r["final_acc"] <= 1 and r["curve"][-1][1] == r["final_acc"]
+        assert r["target_s"] is None or r["target_s"] <= r["wall_s"]
+        for phase in ("start-up and imports", "data", "first step", "training", "evaluation",
+                      "total"):
+            assert r["timings"][phase] >= 0, phase
+        assert r["timings"]["total"] <= r["wall_s"]
+    assert isinstance(report["runs"][2]["amp"], bool) and report["runs"][2]["amp_auto"]
+    cell = report["results"]["mnist"]["standalone"]
+    assert set(cell) == {"reference", "fast", "quick", "ratios"} and cell["quick"]["runs"] == 1
+    assert set(report["budget_curve"]["mnist"]["standalone"]) == {"reference", "fast", "quick"}
+    assert "| mnist | standalone | 0.99 |" in stdout and "| mnist standalone quick s0" in stdout
 
 
 @CUDA

@@ -213,7 +213,7 @@ def expect_error(capsys, argv, code, *phrases):
     (["--head-loss", "svm"], ["invalid choice: 'svm'", "ce", "focal", "hinge"]),
     (["--lr", "0"], ["--lr must be positive"]),
     (["--lr-cent", "-0.5"], ["--lr-cent must be positive"]),
-    (["--epochs", "two"], ["invalid int value: 'two'"]),
+    (["--epochs", "two"], ["invalid epochs value: 'two'"]),
 ])
 def test_bad_flag(finished_run, data_dir, capsys, extra, phrases):
     tmp, _ = finished_run

@@ -9,8 +9,6 @@ import losses
 import engine
 import flags
 import report
-import main
-import visualize
 from losses import OBJECTIVES, Entry, Hyper, build_objective, describe_hypers
 
 

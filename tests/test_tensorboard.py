@@ -19,7 +19,6 @@ from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
 import flags
 import rundir
-import utils
 import main
 import tboard
 import visualize
