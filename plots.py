@@ -458,7 +458,7 @@ def draw_study(groups, path, title):
     axes[0].axhline(0, color="gray", lw=0.8)
     axes[0].set(title="overfitting: clean train acc - val acc", ylabel="accuracy difference")
     axes[1].set(title="separation: center distance / within-class spread", ylabel="ratio")
-    axes[2].set(title="within-class variability collapse (NC1, lower: tighter)", ylabel="NC1")
+    axes[2].set(title="NC1, within-class variability (lower: tighter)", ylabel="NC1")
     axes[2].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("epoch")

@@ -262,9 +262,42 @@ def setting_of(args):
     return ", ".join(f"{names.get(k, k)} {args[k]:.3g}" for k in keys if isinstance(args.get(k), float))
 
 
+def data_of(args):
+    """The images a run trained on and held out: `train 10000, val 10000`."""
+    return (f"subset {args['subset']}, val {args.get('val_size', 0)}" if args.get("subset")
+            else f"val {args.get('val_size', 0)}")
+
+
 def budget_of(args):
     s = args.get("recipe_source", {})
     return f"{s.get('trials', '?')} x {s.get('epochs', '?')} ep" if s else "-"
+
+
+def study_table(run_dirs):
+    """Markdown: per (dataset, feat_dim, loss) of the tuned runs, mean ± std over seeds at the
+    last epoch of the clean train - val and clean train - test gaps, and on the validation
+    features the center distance over spread at the first and the last epoch and NC1."""
+    def shown(values):
+        mean, std, _ = interval(values)
+        return f"{mean:+.4f} ± {std:.4f}" if std is not None else f"{mean:+.4f}"
+
+    def plain(values):
+        mean, std, _ = interval(values)
+        return f"{mean:.3g} ± {std:.2g}" if std is not None else f"{mean:.3g}"
+    rows = []
+    groups = tuned_runs(run_dirs)
+    for key in sorted(groups, key=lambda k: (rank(k[0], list(datasets.DATASETS)), k[1],
+                                             rank(k[2], LOSS_ORDER))):
+        last = [r[-1] for _, r in groups[key]]
+        first = [r[0] for _, r in groups[key]]
+        rows.append({"dataset": key[0], "feat_dim": str(key[1]), "loss": key[2],
+                     "train - val": shown([r["train_eval_acc"] - r["val_acc"] for r in last]),
+                     "train - test": shown([r["train_eval_acc"] - r["test_acc"] for r in last]),
+                     "dist/spread, first epoch": plain([r["val_center_ratio"] for r in first]),
+                     "dist/spread, last epoch": plain([r["val_center_ratio"] for r in last]),
+                     "NC1, last epoch": plain([r["val_nc1"] for r in last]),
+                     "n": str(len(last))})
+    return markdown(rows)
 
 
 def fair_table(run_dirs):
@@ -287,6 +320,7 @@ def fair_table(run_dirs):
         rows.append({
             "dataset": key[0], "feat_dim": str(key[1]), "loss": key[2],
             "tuned setting": setting_of(runs[0][0]), "budget": budget_of(runs[0][0]),
+            "data": data_of(runs[0][0]),
             "test acc": f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}",
             "95% CI": f"[{mean - half:.4f}, {mean + half:.4f}]" if half is not None else "-",
             "MAP@R": f"{map_mean:.4f} ± {map_std:.4f}" if map_std is not None else f"{map_mean:.4f}",
@@ -341,8 +375,9 @@ FAIR_TEXT = """Each objective's lr, weight decay (and centers' lr, where it has 
 own hyperparameters were searched by `python sweep.py --tune` (Optuna TPE, median pruning) on
 a validation split held out of the training images, with the same budget for every objective
 (the budget column: trials x epochs per trial); the test split was not opened while tuning.
-Each row is then `--recipe tuned` on the whole training split less the validation split, the
-test split measured once after the last epoch. test acc and MAP@R: mean ± sample std over n
+Each row is then `--recipe tuned` on the same data (the data column: `--subset` of the
+training and test splits where given, and the validation split held out of the training
+images), trained for the tuning's epochs, the test split measured once after the last epoch. test acc and MAP@R: mean ± sample std over n
 seeds; 95% CI: the t interval of the mean; vs xent: the difference of the means in points,
 its 95% interval and p-value by Welch's t-test (scipy.stats.ttest_ind, equal_var=False)."""
 
@@ -387,7 +422,7 @@ def results_page(results_dir, img_dir="imgs"):
     pictures = os.path.relpath(img_dir, results_dir)
     out = [PAGE_HEAD]
     for title, text in page_sections(runs, trials, img_dir, pictures, results_dir):
-        out.append(f"## {title}\n\n{text}")
+        out.append(f"## {title}\n\n{text.rstrip()}\n")
     return "\n".join(out)
 
 
@@ -403,6 +438,7 @@ def study_figures(fair_runs, figures_dir, draw=False):
         path = os.path.join(figures_dir, f"study-{dataset}-feat={feat_dim}.png")
         if draw:
             import plots  # matplotlib: only when drawing
+            os.makedirs(figures_dir, exist_ok=True)
             plots.draw_study(groups, path, f"{dataset}, feat_dim {feat_dim}: tuned settings, "
                              f"mean ± std over seeds")
         out.append((f"{dataset}, feat_dim {feat_dim}", path))
@@ -416,9 +452,15 @@ def page_sections(runs, trials, img_dir, pictures, results_dir="results"):
     if fair:
         tuned = tuned_runs(fair)
         sections.append(("Fair comparison (validation protocol)", FAIR_TEXT + "\n\n" + fair_table(fair)))
+        shown = [d for d in fair if d.endswith("-seed0")]
+        fair_imgs = os.path.join(img_dir, "fair")
+        if any(os.path.isdir(os.path.join(fair_imgs, os.path.basename(d))) for d in shown):
+            sections.append(("Fair comparison: pictures", "Seed 0 of each tuned row.\n\n" + gallery(
+                shown, os.path.relpath(fair_imgs, results_dir), exists=fair_imgs)))
         figures = study_figures(fair, os.path.join(results_dir, "figures"))
         if figures and tuned:
-            sections.append(("The study's questions", STUDY_TEXT + "\n\n" + "\n\n".join(
+            sections.append(("The study's questions", STUDY_TEXT + "\n\n" + study_table(fair)
+                             + "\n" + "\n\n".join(
                 f"![{caption}]({os.path.relpath(path, results_dir)})" for caption, path in figures)))
     openset = run_dirs_in(os.path.join(results_dir, "openset"))
     if openset:

@@ -133,5 +133,5 @@ def test_torchrun_matches_one_process(tmp_path, data_dir):
     assert len([f for f in os.listdir(tb) if f.startswith("events.out")]) == 2
     acc = EventAccumulator(str(tb), size_guidance={"scalars": 0})
     acc.Reload()
-    assert [e.step for e in acc.Scalars("val/acc")] == [1, 2, 3]
+    assert [e.step for e in acc.Scalars("test/acc")] == [1, 2, 3]
     assert [e.step for e in acc.Scalars("step/loss")] == [8, 16, 24]  # 8 steps < --log-interval
