@@ -1,7 +1,6 @@
 """Every bad input to main.py, sweep.py and visualize.py gets one line on stderr, a non-zero
 exit code and no traceback, and leaves what was already written as it was; and every run,
 however short, gets its pictures."""
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import main
 import rundir
 import sweep
 import visualize
+from test_failures import tree
 from conftest import ROOT
 from losses import StandaloneCenterLoss
 
@@ -29,17 +29,6 @@ def base(root, data_dir):
     return ["--data-dir", data_dir, "--no-download", "--log-dir", str(root / "log"),
             "--img-dir", str(root / "imgs"), "--no-progress", "--model", "lenet", "--lr", "0.001",
             "--batch-size", "32", "--subset", "128"]
-
-
-def tree(root):
-    """Every file under root with its content hash: to show that nothing changed."""
-    out = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 def expect_exit(capsys, command, argv, code, *phrases, quiet=False):
