@@ -317,15 +317,20 @@ def draw_curves(records, path, args):
         ax.set_yscale("log")
     ax.set(title="geometry (higher ratio, lower NC1: tighter classes)", ylabel="ratio")
 
+    epoch_axes(axes, legend_size=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
+
+
+def epoch_axes(axes, legend_size=9):
+    """The common finish of per-epoch panels: x in whole epochs, a light grid, a legend."""
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, lw=0.4, alpha=0.5)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
-    return path
+            ax.legend(fontsize=legend_size)
 
 
 def number(v):
@@ -460,12 +465,7 @@ def draw_study(groups, path, title):
     axes[1].set(title="separation: center distance / within-class spread", ylabel="ratio")
     axes[2].set(title="NC1, within-class variability (lower: tighter)", ylabel="NC1")
     axes[2].set_yscale("log")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(True, lw=0.4, alpha=0.5)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=9)
+    epoch_axes(axes)
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     save_figure(fig, path)
