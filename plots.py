@@ -472,23 +472,34 @@ def draw_study(groups, path, title):
     return path
 
 
-def draw_budget(points, path, title, target=None):
-    """Test accuracy against the training budget: points {loss: [(epochs or seconds, acc), ...]},
-    mean ± std over the runs at each budget; `target` a dashed line (the published number)."""
+def draw_budget(points, path, title, targets=None, xlabel="epochs"):
+    """Test accuracy against the training budget: points {loss: [(budget, acc), ...]} (budget
+    in epochs or seconds), mean ± std over the runs at each budget; targets {loss: accuracy}
+    dashed in the loss's color (the published numbers)."""
     fig = Figure(figsize=(7.5, 5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colors = colormaps["tab10"](np.arange(10))
+    ticks = set()
     for i, (loss, pairs) in enumerate(points.items()):
         budgets = sorted({b for b, _ in pairs})
+        ticks.update(budgets)
         values = [[a for b2, a in pairs if b2 == b] for b in budgets]
         mean = np.array([np.mean(v) for v in values])
         std = np.array([np.std(v) for v in values])
-        ax.errorbar(budgets, mean, yerr=std, marker="o", capsize=3, color=colors[i % 10],
-                    label=f"{loss} (n={max(len(v) for v in values)})")
-    if target is not None:
-        ax.axhline(target, color="gray", ls="--", lw=1, label=f"published {target:.3f}")
-    ax.set(title=title, xlabel="budget", ylabel="test accuracy")
+        color = colors[i % 10]
+        ax.errorbar(budgets, mean, yerr=std, marker="o", capsize=3, color=color, label=loss)
+        for b, m, v in zip(budgets, mean, values):  # seeds per point: they may differ
+            ax.annotate(f"n={len(v)}", (b, m), textcoords="offset points", xytext=(4, -10),
+                        fontsize=7, color=color)
+        if targets and targets.get(loss) is not None:
+            ax.axhline(targets[loss], color=color, ls="--", lw=1,
+                       label=f"{loss}, published {targets[loss]:.3f}")
+    if xlabel == "epochs" and ticks:  # few budgets spread over a decade: a log axis, every one ticked
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(ticks), [f"{t:g}" for t in sorted(ticks)])
+        ax.minorticks_off()
+    ax.set(title=title, xlabel=xlabel, ylabel="test accuracy")
     ax.grid(True, lw=0.4, alpha=0.5)
     ax.legend(fontsize=9)
     fig.tight_layout()

@@ -300,6 +300,64 @@ def study_table(run_dirs):
     return markdown(rows)
 
 
+def budget_points(fair_dirs, budget_dirs):
+    """{(dataset, feat_dim): {loss: [(epochs, test acc), ...]}} of the tuned runs of the
+    (dataset, feat_dim) that have runs in budget_dirs (longer runs of the tuned settings),
+    with the fair comparison's runs (the tuning's own length) as the shortest budget."""
+    longer = tuned_runs(budget_dirs)
+    wanted = {key[:2] for key in longer}
+    points = {}
+    for runs in (tuned_runs(fair_dirs), longer):
+        for (dataset, feat_dim, loss), group in sorted(runs.items()):
+            if (dataset, feat_dim) in wanted:
+                points.setdefault((dataset, feat_dim), {}).setdefault(loss, []).extend(
+                    (float(args["epochs"]), test_acc(records[-1])) for args, records in group)
+    return {key: {loss: sorted(pairs, key=lambda p: p[0]) for loss, pairs in
+                  sorted(by_loss.items(), key=lambda kv: rank(kv[0], LOSS_ORDER))}
+            for key, by_loss in sorted(points.items())}
+
+
+def budget_table(points, published=PUBLISHED):
+    """Markdown: per (dataset, feat_dim, loss), test accuracy at each budget as mean ± std
+    (n), the published number and the first budget that reaches it."""
+    rows = []
+    for (dataset, feat_dim), by_loss in points.items():
+        budgets = sorted({e for pairs in by_loss.values() for e, _ in pairs})
+        for loss, pairs in by_loss.items():
+            target = published.get((loss, dataset, feat_dim))
+            row = {"dataset": dataset, "feat_dim": str(feat_dim), "loss": loss}
+            reached = "not within these budgets"
+            for e in budgets:
+                values = [a for b, a in pairs if b == e]
+                if not values:
+                    row[f"{e:g} ep"] = "-"
+                    continue
+                mean, std, _ = interval(values)
+                row[f"{e:g} ep"] = f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "") \
+                    + f" (n={len(values)})"
+                if target is not None and mean >= target and reached.startswith("not"):
+                    reached = f"{e:g} ep"
+            row["published (100 ep, all data)"] = f"{target:.3f}" if target is not None else "-"
+            row["reaches it at"] = reached if target is not None else "-"
+            rows.append(row)
+    return markdown(rows)
+
+
+def budget_figures(points, figures_dir, draw=False, published=PUBLISHED):
+    """(caption, path) of the budget curves, one per (dataset, feat_dim); drawn when `draw`."""
+    out = []
+    for (dataset, feat_dim), by_loss in points.items():
+        path = os.path.join(figures_dir, f"budget-{dataset}-feat={feat_dim}.png")
+        if draw:
+            import plots  # matplotlib: only when drawing
+            os.makedirs(figures_dir, exist_ok=True)
+            plots.draw_budget(by_loss, path, f"{dataset}, feat_dim {feat_dim}: tuned settings, "
+                              "test accuracy by epochs trained",
+                              targets={loss: published.get((loss, dataset, feat_dim)) for loss in by_loss})
+        out.append((f"budget, {dataset}, feat_dim {feat_dim}", path))
+    return out
+
+
 def fair_table(run_dirs):
     """Markdown: per (dataset, feat_dim, loss) of the tuned runs, the tuned setting, the tuning
     budget, test accuracy and MAP@R as mean ± std over seeds with the 95% t interval of the
@@ -386,9 +444,18 @@ STUDY_TEXT = """Per epoch, mean ± std over the seeds of the table above: the cl
 mean distance between centers (class means for xent) over the mean within-class spread, and
 NC1 (Papyan, Han & Donoho 2020) on the validation features. The answers are in `docs/`."""
 
+BUDGET_TEXT = """The tuned settings trained for longer than they were tuned for (`--recipe tuned
+--epochs E` on the same data, in `results/budget/`; the shortest budget is the fair
+comparison's runs): test accuracy after the last epoch, mean ± sample std over n seeds. The
+published numbers trained 100 epochs on the whole training split."""
+
 OPENSET_TEXT = """Trained without the held-out classes; their test images are retrieved among
 themselves (P@1, MAP@R on Euclidean distance), the seen classes keep their accuracy. Mean ±
 sample std over n seeds."""
+
+
+# results/'s folders that are not a run of the reproduction table
+NOT_RUNS = ("trials", "fair", "budget", "openset", "figures", "tune")
 
 
 def write_results(results_dir, img_dir="imgs"):
@@ -396,6 +463,9 @@ def write_results(results_dir, img_dir="imgs"):
     import rundir
     figures = study_figures(run_dirs_in(os.path.join(results_dir, "fair")),
                             os.path.join(results_dir, "figures"), draw=True)
+    fair = run_dirs_in(os.path.join(results_dir, "fair"))
+    figures += budget_figures(budget_points(fair, run_dirs_in(os.path.join(results_dir, "budget"))),
+                              os.path.join(results_dir, "figures"), draw=True)
     path = os.path.join(results_dir, "README.md")
     rundir.atomic_write_text(path, results_page(results_dir, img_dir))
     written = [p for _, p in figures] + [path]
@@ -418,7 +488,7 @@ def results_page(results_dir, img_dir="imgs"):
     """results/README.md as text, from results_dir alone (and which pictures exist)."""
     runs = run_dirs_in(results_dir)
     trials = run_dirs_in(os.path.join(results_dir, "trials"))
-    runs = [d for d in runs if os.path.basename(d) not in ("trials", "fair", "openset", "figures")]
+    runs = [d for d in runs if os.path.basename(d) not in NOT_RUNS]
     pictures = os.path.relpath(img_dir, results_dir)
     out = [PAGE_HEAD]
     for title, text in page_sections(runs, trials, img_dir, pictures, results_dir):
@@ -462,6 +532,12 @@ def page_sections(runs, trials, img_dir, pictures, results_dir="results"):
             sections.append(("The study's questions", STUDY_TEXT + "\n\n" + study_table(fair)
                              + "\n" + "\n\n".join(
                 f"![{caption}]({os.path.relpath(path, results_dir)})" for caption, path in figures)))
+        points = budget_points(fair, run_dirs_in(os.path.join(results_dir, "budget")))
+        if points:
+            sections.append(("Budget", BUDGET_TEXT + "\n\n" + budget_table(points) + "\n"
+                             + "\n\n".join(f"![{caption}]({os.path.relpath(path, results_dir)})"
+                                             for caption, path in budget_figures(
+                                                 points, os.path.join(results_dir, "figures")))))
     openset = run_dirs_in(os.path.join(results_dir, "openset"))
     if openset:
         sections.append(("Classes the net never saw (open set)", OPENSET_TEXT + "\n\n"
@@ -509,7 +585,7 @@ def headline(results_dir):
         if rows:
             out.append(markdown([r for _, r in sorted(rows, key=lambda kr: kr[0])]))
     runs = [d for d in run_dirs_in(results_dir)
-            if os.path.basename(d) not in ("trials", "fair", "openset", "figures")]
+            if os.path.basename(d) not in NOT_RUNS]
     lines = reproduction_table(runs, not_run="not run here: no data offline", as_recipe=True)
     header, rule, *body = lines.strip().splitlines()
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in body]

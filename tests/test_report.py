@@ -122,3 +122,32 @@ def test_report_command_writes_the_page(tmp_path):
     page = (results / "README.md").read_text()
     assert "| xent | mnist | 2 " in page.replace("  ", " ").replace("  ", " ") or "0.9700" in page
     assert page == report.results_page(str(results), str(tmp_path / "imgs"))
+
+
+def test_budget_table_and_figure_against_hand_numbers(tmp_path):
+    """The budget section: the fair runs at the tuning's length plus longer runs of the same
+    tuned settings, mean ± std per budget, the first budget that reaches the published number."""
+    fair, longer = tmp_path / "fair", tmp_path / "budget"
+    fair.mkdir(), longer.mkdir()
+    for seed, a in enumerate([0.98, 0.99, 0.97]):  # the tuning's length: 2 epochs
+        write_run(str(fair), f"xent-mnist-feat=2-seed{seed}", tuned_args("xent", seed),
+                  [{"epoch": 2, "test_acc": a, "seconds": 1.0}])
+    for epochs, a in [(5, 0.990), (10, 0.9925)]:
+        args = dict(tuned_args("xent", 0), epochs=epochs)
+        write_run(str(longer), f"xent-mnist-feat=2-seed0-e{epochs}", args,
+                  [{"epoch": epochs, "test_acc": a, "seconds": 1.0}])
+    # a (dataset, feat_dim) without longer runs has no budget curve
+    write_run(str(fair), "xent-mnist-feat=128-seed0", dict(tuned_args("xent", 0), feat_dim=128),
+              [{"epoch": 2, "test_acc": 0.99, "seconds": 1.0}])
+    points = report.budget_points(report.run_dirs_in(str(fair)), report.run_dirs_in(str(longer)))
+    assert points == {("mnist", 2): {"xent": [(2.0, 0.98), (2.0, 0.99), (2.0, 0.97),
+                                              (5.0, 0.990), (10.0, 0.9925)]}}
+    lines = report.budget_table(points).strip().splitlines()
+    row = dict(zip([c.strip() for c in lines[0].strip("|").split("|")],
+                   [c.strip() for c in lines[2].strip("|").split("|")]))
+    assert row["2 ep"] == "0.9800 ± 0.0100 (n=3)" and row["5 ep"] == "0.9900 (n=1)"
+    assert row["published (100 ep, all data)"] == "0.991" and row["reaches it at"] == "10 ep"
+    [(caption, path)] = report.budget_figures(points, str(tmp_path / "figures"), draw=True)
+    import matplotlib.image
+    image = matplotlib.image.imread(path)
+    assert caption == "budget, mnist, feat_dim 2" and image.shape[0] > 300 and image.shape[1] > 500
