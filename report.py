@@ -16,7 +16,7 @@ import numpy as np
 import datasets
 import flags
 import losses
-from rundir import epochs_done, read_run, split_names, state_of
+from rundir import epochs_done, read_run, run_name, split_names, state_of
 from utils import UserError
 
 LOSS_ORDER = ("xent", "cent", "standalone", "center-push", "center-softmax", "margin", "cosface",
@@ -358,10 +358,25 @@ def budget_figures(points, figures_dir, draw=False, published=PUBLISHED):
     return out
 
 
-def fair_table(run_dirs):
+def tuning_minutes(tune_dir, study):
+    """Wall minutes of every trial of a tuner's Optuna journal (<tune_dir>/<study>/journal.log),
+    failed and cut-off ones included; None without a journal."""
+    path = os.path.join(tune_dir, study, "journal.log")
+    if not os.path.isfile(path):
+        return None
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    trials = optuna.load_study(study_name=study, storage=storage).trials
+    return sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+               if t.datetime_start and t.datetime_complete) / 60
+
+
+def fair_table(run_dirs, tune_dir=None):
     """Markdown: per (dataset, feat_dim, loss) of the tuned runs, the tuned setting, the tuning
     budget, test accuracy and MAP@R as mean ± std over seeds with the 95% t interval of the
-    mean and n, and the difference to xent with Welch's 95% interval and p-value."""
+    mean and n, the difference to xent with Welch's 95% interval and p-value, and the wall
+    minutes of the tuning (from its journal in tune_dir) and of the seeds' runs."""
     groups = tuned_runs(run_dirs)
     if not groups:
         raise UserError("found no finished --recipe tuned runs")
@@ -385,6 +400,12 @@ def fair_table(run_dirs):
             "n": str(len(acc)),
             "vs xent (points)": "-" if diff is None else
             f"{100 * diff[0]:+.2f} [{100 * diff[1][0]:+.2f}, {100 * diff[1][1]:+.2f}], p={diff[2]:.2g}"})
+        if tune_dir is not None:
+            tuning = tuning_minutes(tune_dir, run_name(
+                {"loss": key[2], "dataset": key[0], "feat_dim": key[1]}))
+            seeds = sum(r.get("seconds", 0.0) for _, records in runs for r in records) / 60
+            rows[-1]["minutes (tuning + seeds)"] = \
+                f"{'?' if tuning is None else f'{tuning:.0f}'} + {seeds:.0f}"
     return markdown(rows)
 
 
@@ -437,7 +458,9 @@ Each row is then `--recipe tuned` on the same data (the data column: `--subset` 
 training and test splits where given, and the validation split held out of the training
 images), trained for the tuning's epochs, the test split measured once after the last epoch. test acc and MAP@R: mean ± sample std over n
 seeds; 95% CI: the t interval of the mean; vs xent: the difference of the means in points,
-its 95% interval and p-value by Welch's t-test (scipy.stats.ttest_ind, equal_var=False)."""
+its 95% interval and p-value by Welch's t-test (scipy.stats.ttest_ind, equal_var=False).
+minutes: wall minutes on two CPU cores of every tuning trial (cut-off ones included; from the
+Optuna journal in `results/tune/`) and of the seeds' runs, some beside other work."""
 
 STUDY_TEXT = """Per epoch, mean ± std over the seeds of the table above: the clean train - val gap
 (the evaluated weights on unaugmented training images against the validation split), the
@@ -521,7 +544,8 @@ def page_sections(runs, trials, img_dir, pictures, results_dir="results"):
     fair = run_dirs_in(os.path.join(results_dir, "fair"))
     if fair:
         tuned = tuned_runs(fair)
-        sections.append(("Fair comparison (validation protocol)", FAIR_TEXT + "\n\n" + fair_table(fair)))
+        sections.append(("Fair comparison (validation protocol)", FAIR_TEXT + "\n\n" + fair_table(
+            fair, os.path.join(results_dir, "tune"))))
         shown = [d for d in fair if d.endswith("-seed0")]
         fair_imgs = os.path.join(img_dir, "fair")
         if any(os.path.isdir(os.path.join(fair_imgs, os.path.basename(d))) for d in shown):
