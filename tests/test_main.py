@@ -190,3 +190,44 @@ def test_each_new_loss_trains_one_epoch(tmp_path, data_dir, loss):
         features = engine.extract_features(net, test, utils.Dist(), 2, 64, torch.channels_last)
         acc = (objective.predict(features) == test.labels).double().mean().item()
     assert acc == pytest.approx(r["test_acc"])
+
+
+def test_the_clean_training_metric_by_hand(tmp_path, data_dir):
+    """train_eval_acc: the evaluated weights on a fixed subset of the training images (never
+    the held-out validation ones), unaugmented, the size of the validation split; recomputed
+    here image by image from the checkpoint."""
+    run_dir = run_main(tmp_path, data_dir, "--loss", "xent", "--epochs", "1", "--subset", "256",
+                       "--val-size", "64", "--model", "lenet", "--lr", "0.01")
+    (r,) = read_metrics(run_dir)
+    everything = datasets.load_split("mnist", data_dir, True, "cpu", subset=256, download=False)
+    train, val = datasets.split_validation(everything, 64)
+    keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))[:64]
+    held = {bytes(img.numpy()) for img in val.images}
+    assert not any(bytes(train.images[i].numpy()) in held for i in keep.tolist())
+    ckpt = load_checkpoint(os.path.join(run_dir, "last.pt"))
+    net = build_model("lenet", 2, 1, 28)
+    net.load_state_dict(ckpt["model"])
+    objective = build_objective("xent", 10, 2)
+    objective.load_state_dict(ckpt["objective"])
+    net.eval()
+    correct = 0
+    with torch.inference_mode():
+        for i in keep.tolist():  # one image at a time
+            feature = engine.extract_features(net, datasets.Split(train.images[i:i + 1],
+                                                                  train.labels[i:i + 1], train.classes),
+                                              utils.Dist(), 2, 1, torch.contiguous_format)
+            correct += int(objective.predict(feature).item() == train.labels[i].item())
+    assert r["train_eval_acc"] == pytest.approx(correct / 64)
+    assert 0.0 <= r["val_acc"] <= 1.0 and "test_acc" in r
+
+
+def test_val_size_zero_is_the_published_protocol(tmp_path, data_dir):
+    """--val-size 0 trains on the whole training split and reads the test split every epoch
+    (what best.pt decides on); with --val-size the test split is read once, at the end."""
+    published = read_metrics(run_main(tmp_path, data_dir, "--loss", "cent", "--epochs", "2",
+                                      "--subset", "256", "--model", "lenet", "--val-size", "0"))
+    assert all("test_acc" in r and not any(k.startswith("val_") for k in r) for r in published)
+    assert len(published) == 2
+    held = read_metrics(run_main(tmp_path, data_dir, "--loss", "cent", "--epochs", "2", "--subset",
+                                 "256", "--model", "lenet", "--val-size", "64", "--name", "held"))
+    assert ["test_acc" in r for r in held] == [False, True] and all("val_acc" in r for r in held)
