@@ -291,15 +291,19 @@ def measure(objective, features, labels, centers, prefix, geometry_too=True, dis
     return stats
 
 
-def evaluate(evaluated, data, args, ddp, device, final, train_features, train_labels):
+def evaluate(evaluated, data, args, ddp, device, final, train_features, train_labels, epoch=None):
     """Every measurement of one evaluation with the evaluated weights: the clean training
     subset (train_eval_*), the deciding split each time, the test split (and the unseen
     classes) each time under the published protocol or once after the last epoch. Returns
     the stats, the centers (the objective's, or the clean class means) and the features the
-    snapshot keeps."""
+    snapshot keeps. Non-finite features (finite weights can still overflow, or the
+    BatchNorm statistics go bad) are a diverged run: NonFiniteError."""
     def features(split):
-        return extract_features(evaluated.model, split, ddp, args.feat_dim, eval_batch_size(args, device),
-                                memory_format_of(args), evaluated.amp_dtype)
+        found = extract_features(evaluated.model, split, ddp, args.feat_dim, eval_batch_size(args, device),
+                                 memory_format_of(args), evaluated.amp_dtype)
+        if not torch.isfinite(found).all():
+            raise NonFiniteError(f"the evaluated weights give non-finite features at epoch {epoch}")
+        return found
     objective, (deciding, tested) = evaluated.objective, rundir.split_names(args)
     clean = features(data.clean)
     objective.observe(clean, data.clean.labels)

@@ -74,7 +74,7 @@ def train(args, explicit, handle_signals=False, clock=None):
                 if evaluating:
                     found, centers, kept = engine.evaluate(
                         evaluated, data, args, ddp, device, epoch == last,
-                        train_features[idx], data.train.labels[idx])
+                        train_features[idx], data.train.labels[idx], epoch)
                     record.update(found)
                 step_epoch_scheduler(args, scheduler, record.get(deciding))
                 record["seconds"] = time.perf_counter() - t0
@@ -223,7 +223,8 @@ def stopped(e, run_dir, history, log):
     where = (f"epoch {done} is the last saved; continue with: python main.py --resume {run_dir}"
              if done else f"no epoch finished, so no checkpoint was written in {run_dir}")
     if isinstance(e, NonFiniteError):
-        message = f"{e}; the run stopped, {where} (a smaller --lr, or a smaller weight of that term, may help)"
+        hint = "a smaller --lr, or a smaller weight of that term" if "loss term" in str(e) else "a smaller --lr"
+        message = f"{e}; the run stopped, {where} ({hint} may help)"
     else:
         message = f"{e}; {where}"
     log.info(f"error: {message}" if isinstance(e, NonFiniteError) else f"interrupted: {message}",

@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+import engine
 import flags
 import main
 from conftest import ROOT
@@ -166,6 +167,29 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, data_dir,
     run_dir = tmp_path / "log" / "standalone-mnist-feat=2"
     assert load_checkpoint(str(run_dir / "last.pt"))["epoch"] == 1
     assert "NaN" not in (run_dir / "metrics.jsonl").read_text()
+    assert [r["epoch"] for r in metrics(str(run_dir))] == [1]
+
+
+def test_non_finite_features_at_evaluation_stop_like_a_non_finite_loss(tmp_path, data_dir, monkeypatch,
+                                                                       capsys):
+    """Finite loss and weights can still give inf features at evaluation (overflow, bad
+    BatchNorm statistics): exit 3 as for a diverged loss (the tuner's "these settings diverge"),
+    one line, epoch 1's checkpoint kept, and no geometry computed on the bad features."""
+    real, calls = engine.extract_features, {"n": 0}
+
+    def overflowing(*args, **kwargs):
+        calls["n"] += 1
+        found = real(*args, **kwargs)
+        return found * float("inf") if calls["n"] > 2 else found  # epoch 1 extracts 2 splits
+
+    monkeypatch.setattr(engine, "extract_features", overflowing)
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(common(tmp_path, data_dir) + ["--model", "lenet", "--lr", "0.001", "--epochs", "3"])
+    assert exit_info.value.code == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "non-finite features at epoch 2" in err[0] and "epoch 1" in err[0], err
+    run_dir = tmp_path / "log" / "standalone-mnist-feat=2"
+    assert load_checkpoint(str(run_dir / "last.pt"))["epoch"] == 1
     assert [r["epoch"] for r in metrics(str(run_dir))] == [1]
 
 
