@@ -359,8 +359,9 @@ def budget_figures(points, figures_dir, draw=False, published=PUBLISHED):
 
 
 def tuning_minutes(tune_dir, study):
-    """Wall minutes of every trial of a tuner's Optuna journal (<tune_dir>/<study>/journal.log),
-    failed and cut-off ones included; None without a journal."""
+    """Wall minutes of the trials that count toward a tuner's budget (complete and pruned) in
+    its Optuna journal (<tune_dir>/<study>/journal.log): a cut-off trial's time ends only when
+    the restarted tuner marks it failed. None without a journal."""
     path = os.path.join(tune_dir, study, "journal.log")
     if not os.path.isfile(path):
         return None
@@ -368,8 +369,9 @@ def tuning_minutes(tune_dir, study):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
     trials = optuna.load_study(study_name=study, storage=storage).trials
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
-               if t.datetime_start and t.datetime_complete) / 60
+               if t.state in counted) / 60
 
 
 def fair_table(run_dirs, tune_dir=None):
@@ -459,8 +461,8 @@ training and test splits where given, and the validation split held out of the t
 images), trained for the tuning's epochs, the test split measured once after the last epoch. test acc and MAP@R: mean ± sample std over n
 seeds; 95% CI: the t interval of the mean; vs xent: the difference of the means in points,
 its 95% interval and p-value by Welch's t-test (scipy.stats.ttest_ind, equal_var=False).
-minutes: wall minutes on two CPU cores of every tuning trial (cut-off ones included; from the
-Optuna journal in `results/tune/`) and of the seeds' runs, some beside other work."""
+minutes: wall minutes on two CPU cores of the tuning's counted trials (complete and pruned,
+from the Optuna journal in `results/tune/`) and of the seeds' runs, some beside other work."""
 
 STUDY_TEXT = """Per epoch, mean ± std over the seeds of the table above: the clean train - val gap
 (the evaluated weights on unaugmented training images against the validation split), the

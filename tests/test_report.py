@@ -154,7 +154,7 @@ def test_budget_table_and_figure_against_hand_numbers(tmp_path):
 
 
 def test_tuning_minutes_read_from_an_optuna_journal(tmp_path):
-    """Every trial's wall time counts, a failed one too; no journal, no number."""
+    """The counted trials' wall time (complete, pruned), not a failed one's; no journal, no number."""
     import datetime
     import optuna
     study_dir = tmp_path / "xent-mnist-feat=2"
@@ -163,9 +163,10 @@ def test_tuning_minutes_read_from_an_optuna_journal(tmp_path):
         optuna.storages.journal.JournalFileBackend(str(study_dir / "journal.log")))
     study = optuna.create_study(study_name="xent-mnist-feat=2", storage=storage, direction="maximize")
     start = datetime.datetime(2026, 1, 1, 12, 0, 0)
-    for minutes, state in [(3, optuna.trial.TrialState.COMPLETE), (1.5, optuna.trial.TrialState.FAIL)]:
+    for minutes, state in [(3, optuna.trial.TrialState.COMPLETE), (1.5, optuna.trial.TrialState.PRUNED),
+                           (60, optuna.trial.TrialState.FAIL)]:
         study.add_trial(optuna.trial.FrozenTrial(
-            number=0, trial_id=0, state=state, value=0.9 if state.name == "COMPLETE" else None,
+            number=0, trial_id=0, state=state, value=0.9 if state.name != "FAIL" else None,
             values=None, datetime_start=start, datetime_complete=start + datetime.timedelta(minutes=minutes),
             params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={}))
     assert report.tuning_minutes(str(tmp_path), "xent-mnist-feat=2") == pytest.approx(4.5)
