@@ -317,6 +317,13 @@ def budget_points(fair_dirs, budget_dirs):
             for key, by_loss in sorted(points.items())}
 
 
+def budget_dirs(results_dir):
+    """The longer runs of the tuned settings: results/budget/e<E>/<run>/, one grid per budget
+    (a grid names its runs by loss, dataset, feat_dim and seed alone)."""
+    return [d for sub in sorted(glob.glob(os.path.join(results_dir, "budget", "*")))
+            for d in run_dirs_in(sub)]
+
+
 def budget_table(points, published=PUBLISHED):
     """Markdown: per (dataset, feat_dim, loss), test accuracy at each budget as mean ± std
     (n), the published number and the first budget that reaches it."""
@@ -470,7 +477,7 @@ mean distance between centers (class means for xent) over the mean within-class 
 NC1 (Papyan, Han & Donoho 2020) on the validation features. The answers are in `docs/`."""
 
 BUDGET_TEXT = """The tuned settings trained for longer than they were tuned for (`--recipe tuned
---epochs E` on the same data, in `results/budget/`; the shortest budget is the fair
+--epochs E` on the same data, in `results/budget/e<E>/`; the shortest budget is the fair
 comparison's runs): test accuracy after the last epoch, mean ± sample std over n seeds. The
 published numbers trained 100 epochs on the whole training split."""
 
@@ -489,7 +496,7 @@ def write_results(results_dir, img_dir="imgs"):
     figures = study_figures(run_dirs_in(os.path.join(results_dir, "fair")),
                             os.path.join(results_dir, "figures"), draw=True)
     fair = run_dirs_in(os.path.join(results_dir, "fair"))
-    figures += budget_figures(budget_points(fair, run_dirs_in(os.path.join(results_dir, "budget"))),
+    figures += budget_figures(budget_points(fair, budget_dirs(results_dir)),
                               os.path.join(results_dir, "figures"), draw=True)
     path = os.path.join(results_dir, "README.md")
     rundir.atomic_write_text(path, results_page(results_dir, img_dir))
@@ -558,7 +565,7 @@ def page_sections(runs, trials, img_dir, pictures, results_dir="results"):
             sections.append(("The study's questions", STUDY_TEXT + "\n\n" + study_table(fair)
                              + "\n" + "\n\n".join(
                 f"![{caption}]({os.path.relpath(path, results_dir)})" for caption, path in figures)))
-        points = budget_points(fair, run_dirs_in(os.path.join(results_dir, "budget")))
+        points = budget_points(fair, budget_dirs(results_dir))
         if points:
             sections.append(("Budget", BUDGET_TEXT + "\n\n" + budget_table(points) + "\n"
                              + "\n\n".join(f"![{caption}]({os.path.relpath(path, results_dir)})"

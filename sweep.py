@@ -253,7 +253,7 @@ def check_grid(runs):
         said = io.StringIO()
         try:
             with contextlib.redirect_stderr(said):
-                main_flags.parse_args(run.fresh)
+                planned, explicit = main_flags.parse_args(run.fresh)
                 typed = main_flags.typed_flags(run.passthrough)
         except SystemExit:  # main.py's parser wrote its one line: pass it on as ours
             why = said.getvalue().strip().split("error: ", 1)[-1]
@@ -265,6 +265,15 @@ def check_grid(runs):
         if "overwrite" in typed:
             raise UserError("--overwrite after --: the sweep continues started runs with "
                             "--resume; delete a run's directory to start it again")
+        if state_of(run.dir) == "finished":  # skipped: only if it is the run this grid asks for
+            saved = rundir.read_args(run.dir)
+            for key in sorted(explicit - (main_flags.RESUMABLE_FLAGS - {"epochs", "steps"})):
+                if key in saved and saved[key] != getattr(planned, key):
+                    raise UserError(
+                        f"{run.dir} finished with --{key.replace('_', '-')} {saved[key]}, and this "
+                        f"grid asks for {getattr(planned, key)}: give the grid another --log-dir "
+                        f"(its runs are named by loss, dataset, feat_dim and seed alone), or "
+                        f"delete that directory")
         if datasets.is_folder(run.dataset) and not os.path.isdir(datasets.folder_path(run.dataset)):
             raise UserError(f"--dataset {run.dataset}: {datasets.folder_path(run.dataset)} is "
                             f"not a folder")

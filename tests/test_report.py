@@ -132,14 +132,15 @@ def test_budget_table_and_figure_against_hand_numbers(tmp_path):
     for seed, a in enumerate([0.98, 0.99, 0.97]):  # the tuning's length: 2 epochs
         write_run(str(fair), f"xent-mnist-feat=2-seed{seed}", tuned_args("xent", seed),
                   [{"epoch": 2, "test_acc": a, "seconds": 1.0}])
-    for epochs, a in [(5, 0.990), (10, 0.9925)]:
+    for epochs, a in [(5, 0.990), (10, 0.9925)]:  # one grid folder per budget
         args = dict(tuned_args("xent", 0), epochs=epochs)
-        write_run(str(longer), f"xent-mnist-feat=2-seed0-e{epochs}", args,
+        (longer / f"e{epochs}").mkdir()
+        write_run(str(longer / f"e{epochs}"), "xent-mnist-feat=2-seed0", args,
                   [{"epoch": epochs, "test_acc": a, "seconds": 1.0}])
     # a (dataset, feat_dim) without longer runs has no budget curve
     write_run(str(fair), "xent-mnist-feat=128-seed0", dict(tuned_args("xent", 0), feat_dim=128),
               [{"epoch": 2, "test_acc": 0.99, "seconds": 1.0}])
-    points = report.budget_points(report.run_dirs_in(str(fair)), report.run_dirs_in(str(longer)))
+    points = report.budget_points(report.run_dirs_in(str(fair)), report.budget_dirs(str(tmp_path)))
     assert points == {("mnist", 2): {"xent": [(2.0, 0.98), (2.0, 0.99), (2.0, 0.97),
                                               (5.0, 0.990), (10.0, 0.9925)]}}
     lines = report.budget_table(points).strip().splitlines()

@@ -57,6 +57,17 @@ def test_grid_finishes_and_a_rerun_starts_nothing(tmp_path, data_dir, capsys):
     assert sweep.main(["--dry-run"] + argv) == 0
     assert capsys.readouterr().out.splitlines() == [f"# {os.path.basename(d)}: finished" for d in dirs]
 
+    # the same names asked for another experiment (a longer budget, another lr): one line, not
+    # a silent skip of runs that are not the ones asked for, and nothing touched
+    for changed in (grid_argv(tmp_path, data_dir, epochs=2),
+                    [a if a != "0.001" else "0.01" for a in argv]):
+        with pytest.raises(SystemExit) as exit_info:
+            sweep.main(changed)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "finished with --" in err[0] and "another --log-dir" in err[0], err
+    assert {d: os.stat(os.path.join(d, "metrics.jsonl")).st_mtime_ns for d in dirs} == stamps
+
 
 def test_dry_run_prints_the_commands(tmp_path, data_dir, capsys):
     assert sweep.main(grid_argv(tmp_path, data_dir, extra=["--dry-run"])) == 0
