@@ -476,7 +476,7 @@ def draw_budget(points, path, title, targets=None, xlabel="epochs"):
     """Test accuracy against the training budget: points {loss: [(budget, acc), ...]} (budget
     in epochs or seconds), mean ± std over the runs at each budget; targets {loss: accuracy}
     dashed in the loss's color (the published numbers)."""
-    fig = Figure(figsize=(7.5, 5), dpi=100)
+    fig = Figure(figsize=(9.5, 5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colors = colormaps["tab10"](np.arange(10))
@@ -501,7 +501,7 @@ def draw_budget(points, path, title, targets=None, xlabel="epochs"):
         ax.minorticks_off()
     ax.set(title=title, xlabel=xlabel, ylabel="test accuracy")
     ax.grid(True, lw=0.4, alpha=0.5)
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))  # clear of points and lines
     fig.tight_layout()
     save_figure(fig, path)
     return path

@@ -302,14 +302,13 @@ def study_table(run_dirs):
 
 def budget_points(fair_dirs, budget_dirs):
     """{(dataset, feat_dim): {loss: [(epochs, test acc), ...]}} of the tuned runs of the
-    (dataset, feat_dim) that have runs in budget_dirs (longer runs of the tuned settings),
-    with the fair comparison's runs (the tuning's own length) as the shortest budget."""
+    (dataset, feat_dim, loss) that have runs in budget_dirs (longer runs of the tuned
+    settings), with the fair comparison's runs (the tuning's own length) as the shortest budget."""
     longer = tuned_runs(budget_dirs)
-    wanted = {key[:2] for key in longer}
     points = {}
     for runs in (tuned_runs(fair_dirs), longer):
         for (dataset, feat_dim, loss), group in sorted(runs.items()):
-            if (dataset, feat_dim) in wanted:
+            if (dataset, feat_dim, loss) in longer:
                 points.setdefault((dataset, feat_dim), {}).setdefault(loss, []).extend(
                     (float(args["epochs"]), test_acc(records[-1])) for args, records in group)
     return {key: {loss: sorted(pairs, key=lambda p: p[0]) for loss, pairs in

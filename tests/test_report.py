@@ -137,7 +137,9 @@ def test_budget_table_and_figure_against_hand_numbers(tmp_path):
         (longer / f"e{epochs}").mkdir()
         write_run(str(longer / f"e{epochs}"), "xent-mnist-feat=2-seed0", args,
                   [{"epoch": epochs, "test_acc": a, "seconds": 1.0}])
-    # a (dataset, feat_dim) without longer runs has no budget curve
+    # a loss, or a (dataset, feat_dim), without longer runs has no budget curve
+    write_run(str(fair), "cent-mnist-feat=2-seed0", tuned_args("cent", 0),
+              [{"epoch": 2, "test_acc": 0.97, "seconds": 1.0}])
     write_run(str(fair), "xent-mnist-feat=128-seed0", dict(tuned_args("xent", 0), feat_dim=128),
               [{"epoch": 2, "test_acc": 0.99, "seconds": 1.0}])
     points = report.budget_points(report.run_dirs_in(str(fair)), report.budget_dirs(str(tmp_path)))
