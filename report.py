@@ -301,7 +301,7 @@ def study_table(run_dirs):
 
 
 def budget_points(fair_dirs, budget_dirs):
-    """{(dataset, feat_dim): {loss: [(epochs, test acc), ...]}} of the tuned runs of the
+    """{(dataset, feat_dim): {loss: [(epochs, last record), ...]}} of the tuned runs of the
     (dataset, feat_dim, loss) that have runs in budget_dirs (longer runs of the tuned
     settings), with the fair comparison's runs (the tuning's own length) as the shortest budget."""
     longer = tuned_runs(budget_dirs)
@@ -310,7 +310,7 @@ def budget_points(fair_dirs, budget_dirs):
         for (dataset, feat_dim, loss), group in sorted(runs.items()):
             if (dataset, feat_dim, loss) in longer:
                 points.setdefault((dataset, feat_dim), {}).setdefault(loss, []).extend(
-                    (float(args["epochs"]), test_acc(records[-1])) for args, records in group)
+                    (float(args["epochs"]), records[-1]) for args, records in group)
     return {key: {loss: sorted(pairs, key=lambda p: p[0]) for loss, pairs in
                   sorted(by_loss.items(), key=lambda kv: rank(kv[0], LOSS_ORDER))}
             for key, by_loss in sorted(points.items())}
@@ -334,7 +334,7 @@ def budget_table(points, published=PUBLISHED):
             row = {"dataset": dataset, "feat_dim": str(feat_dim), "loss": loss}
             reached = "not within these budgets"
             for e in budgets:
-                values = [a for b, a in pairs if b == e]
+                values = [test_acc(r) for b, r in pairs if b == e]
                 if not values:
                     row[f"{e:g} ep"] = "-"
                     continue
@@ -349,6 +349,28 @@ def budget_table(points, published=PUBLISHED):
     return markdown(rows)
 
 
+def separation_table(points):
+    """Markdown: per (dataset, feat_dim, loss) and budget, after the last epoch, the clean
+    training accuracy and the validation features' center distance over within-class spread
+    (mean ± std over the seeds): does the separation keep growing once training accuracy
+    saturates?"""
+    def shown(values, fmt):
+        mean, std, _ = interval(values)
+        return format(mean, fmt) + (f" ± {std:.2g}" if std is not None else "")
+    rows = []
+    for (dataset, feat_dim), by_loss in points.items():
+        budgets = sorted({e for pairs in by_loss.values() for e, _ in pairs})
+        for loss, pairs in by_loss.items():
+            row = {"dataset": dataset, "feat_dim": str(feat_dim), "loss": loss}
+            for e in budgets:
+                last = [r for b, r in pairs if b == e and r.get("val_center_ratio") is not None]
+                row[f"{e:g} ep"] = "-" if not last else (
+                    f"{shown([r['train_eval_acc'] for r in last], '.4f')} / "
+                    f"{shown([r['val_center_ratio'] for r in last], '.3g')}")
+            rows.append(row)
+    return markdown(rows)
+
+
 def budget_figures(points, figures_dir, draw=False, published=PUBLISHED):
     """(caption, path) of the budget curves, one per (dataset, feat_dim); drawn when `draw`."""
     out = []
@@ -357,7 +379,8 @@ def budget_figures(points, figures_dir, draw=False, published=PUBLISHED):
         if draw:
             import plots  # matplotlib: only when drawing
             os.makedirs(figures_dir, exist_ok=True)
-            plots.draw_budget(by_loss, path, f"{dataset}, feat_dim {feat_dim}: tuned settings, "
+            accuracy = {loss: [(e, test_acc(r)) for e, r in pairs] for loss, pairs in by_loss.items()}
+            plots.draw_budget(accuracy, path, f"{dataset}, feat_dim {feat_dim}: tuned settings, "
                               "test accuracy by epochs trained",
                               targets={loss: published.get((loss, dataset, feat_dim)) for loss in by_loss})
         out.append((f"budget, {dataset}, feat_dim {feat_dim}", path))
@@ -480,6 +503,10 @@ BUDGET_TEXT = """The tuned settings trained for longer than they were tuned for 
 comparison's runs): test accuracy after the last epoch, mean ± sample std over n seeds. The
 published numbers trained 100 epochs on the whole training split."""
 
+SEPARATION_TEXT = """The same runs after their last epoch: clean training accuracy / the validation
+features' mean center distance over mean within-class spread (class means for xent), mean
+± std over the seeds."""
+
 OPENSET_TEXT = """Trained without the held-out classes; their test images are retrieved among
 themselves (P@1, MAP@R on Euclidean distance), the seen classes keep their accuracy. Mean ±
 sample std over n seeds."""
@@ -567,6 +594,7 @@ def page_sections(runs, trials, img_dir, pictures, results_dir="results"):
         points = budget_points(fair, budget_dirs(results_dir))
         if points:
             sections.append(("Budget", BUDGET_TEXT + "\n\n" + budget_table(points) + "\n"
+                             + SEPARATION_TEXT + "\n\n" + separation_table(points) + "\n"
                              + "\n\n".join(f"![{caption}]({os.path.relpath(path, results_dir)})"
                                              for caption, path in budget_figures(
                                                  points, os.path.join(results_dir, "figures")))))

@@ -129,9 +129,10 @@ def test_budget_table_and_figure_against_hand_numbers(tmp_path):
     tuned settings, mean ± std per budget, the first budget that reaches the published number."""
     fair, longer = tmp_path / "fair", tmp_path / "budget"
     fair.mkdir(), longer.mkdir()
-    for seed, a in enumerate([0.98, 0.99, 0.97]):  # the tuning's length: 2 epochs
+    for seed, (a, ratio) in enumerate([(0.98, 4.0), (0.99, 5.0), (0.97, 6.0)]):  # tuned for 2 epochs
         write_run(str(fair), f"xent-mnist-feat=2-seed{seed}", tuned_args("xent", seed),
-                  [{"epoch": 2, "test_acc": a, "seconds": 1.0}])
+                  [{"epoch": 2, "test_acc": a, "train_eval_acc": a + 0.01, "val_center_ratio": ratio,
+                    "seconds": 1.0}])
     for epochs, a in [(5, 0.990), (10, 0.9925)]:  # one grid folder per budget
         args = dict(tuned_args("xent", 0), epochs=epochs)
         (longer / f"e{epochs}").mkdir()
@@ -143,13 +144,18 @@ def test_budget_table_and_figure_against_hand_numbers(tmp_path):
     write_run(str(fair), "xent-mnist-feat=128-seed0", dict(tuned_args("xent", 0), feat_dim=128),
               [{"epoch": 2, "test_acc": 0.99, "seconds": 1.0}])
     points = report.budget_points(report.run_dirs_in(str(fair)), report.budget_dirs(str(tmp_path)))
-    assert points == {("mnist", 2): {"xent": [(2.0, 0.98), (2.0, 0.99), (2.0, 0.97),
-                                              (5.0, 0.990), (10.0, 0.9925)]}}
+    assert {k: {loss: [(e, r["test_acc"]) for e, r in pairs] for loss, pairs in v.items()}
+            for k, v in points.items()} == {("mnist", 2): {"xent": [
+                (2.0, 0.98), (2.0, 0.99), (2.0, 0.97), (5.0, 0.990), (10.0, 0.9925)]}}
     lines = report.budget_table(points).strip().splitlines()
     row = dict(zip([c.strip() for c in lines[0].strip("|").split("|")],
                    [c.strip() for c in lines[2].strip("|").split("|")]))
     assert row["2 ep"] == "0.9800 ± 0.0100 (n=3)" and row["5 ep"] == "0.9900 (n=1)"
     assert row["published (100 ep, all data)"] == "0.991" and row["reaches it at"] == "10 ep"
+    lines = report.separation_table(points).strip().splitlines()
+    row = dict(zip([c.strip() for c in lines[0].strip("|").split("|")],
+                   [c.strip() for c in lines[2].strip("|").split("|")]))
+    assert row["2 ep"] == "0.9900 ± 0.01 / 5 ± 1" and row["5 ep"] == "-"
     [(caption, path)] = report.budget_figures(points, str(tmp_path / "figures"), draw=True)
     import matplotlib.image
     image = matplotlib.image.imread(path)
