@@ -67,7 +67,7 @@ def test_quick_recipe_values_and_what_the_user_types_wins():
     for loss in ("xent", "cent", "standalone"):
         args = parse("--recipe", "quick", "--loss", loss)
         assert (args.epochs, args.lr, args.scheduler, args.warmup_epochs, args.batch_size) == \
-            (1.5, 0.1, "warmup-cosine", 0.2, 128)
+            (1.5, 0.1, "warmup-cosine", 0.5, 128)
         assert args.ema_decay == 0.99 and args.nesterov and args.val_size == 0
         assert args.eval_every > args.epochs  # evaluated once, after the last epoch
         assert args.amp == "auto"
@@ -95,7 +95,7 @@ def test_epochs_take_a_fraction_and_steps_are_the_other_way_to_say_it(capsys):
 
 
 def test_the_schedule_by_step_with_a_fractional_budget():
-    """1.5 epochs of 10 steps: 15 steps, 2 of warm-up (0.2 epochs), then 13 of cosine to 0."""
+    """1.5 epochs of 10 steps: 15 steps, 5 of warm-up (0.5 epochs), then 10 of cosine to 0."""
     args = parse("--recipe", "quick", "--epochs", "1.5")
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=args.lr)
     assert optim.planned_steps(args, 10) == 15
@@ -105,9 +105,9 @@ def test_the_schedule_by_step_with_a_fractional_budget():
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert lrs[:2] == pytest.approx([0.05, 0.075])
-    assert lrs[2:] == pytest.approx([0.05 * (1 + math.cos(math.pi * k / 13)) for k in range(13)])
-    assert lrs == pytest.approx([lr_at(k, 15, 2, 0.1) for k in range(15)])
+    assert lrs[:5] == pytest.approx([0.02, 0.036, 0.052, 0.068, 0.084])
+    assert lrs[5:] == pytest.approx([0.05 * (1 + math.cos(math.pi * k / 10)) for k in range(10)])
+    assert lrs == pytest.approx([lr_at(k, 15, 5, 0.1) for k in range(15)])
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     # a length in steps: the same schedule over exactly those steps
     args = parse("--recipe", "quick", "--steps", "23")
@@ -128,7 +128,7 @@ def test_a_partial_last_epoch_end_to_end(tmp_path, data_dir):
     assert [r["epoch"] for r in records] == [1, 2]  # an int index, as older readers expect
     assert "epoch_fraction" not in records[0] and records[1]["epoch_fraction"] == 0.5
     assert "test_acc" not in records[0] and records[1]["test_acc"] is not None  # once, at the end
-    total, warmup = round(1.5 * STEPS), round(0.2 * STEPS)
+    total, warmup = round(1.5 * STEPS), round(0.5 * STEPS)
     assert records[0]["lr"] == pytest.approx(lr_at(0, total, warmup, 0.1))
     assert records[1]["lr"] == pytest.approx(lr_at(STEPS, total, warmup, 0.1))
     ckpt = load_checkpoint(os.path.join(run_dir, "last.pt"))
