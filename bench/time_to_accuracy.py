@@ -71,24 +71,31 @@ def complete_lines(path):
     return [line for line in text.split("\n")[:-1] if line.strip()]
 
 
-def watch(cmd, run_dir, budget_s, log_path):
+def watch(cmd, run_dir, budget_s, log_path, stop_at=None):
     """Start cmd, stamp each metrics.jsonl record with the seconds since the start at which it
-    appeared, stop the run at the budget. Returns (records, arrivals, wall_s, returncode,
-    stopped by the budget)."""
+    appeared, stop the run at the budget (or, given stop_at, once a record's test accuracy
+    reaches it). Returns (records, arrivals, wall_s, returncode, stopped by the budget)."""
     jsonl = os.path.join(run_dir, "metrics.jsonl")
-    arrivals, stopped_at = [], None
+    arrivals, stopped_at, reached = [], None, False
     with open(log_path, "w") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=common.ROOT, stdout=out, stderr=subprocess.STDOUT)
         while True:
             finished = proc.poll() is not None
             now = time.perf_counter() - t0
-            arrivals += [now] * (len(complete_lines(jsonl)) - len(arrivals))
+            lines = complete_lines(jsonl)
+            arrivals += [now] * (len(lines) - len(arrivals))
             if finished:
                 break
-            if stopped_at is None and now > budget_s:
+            if stopped_at is None and not reached and stop_at is not None and lines:
+                reached = (json.loads(lines[-1]).get("test_acc") or 0) >= stop_at
+                if reached:
+                    proc.send_signal(signal.SIGTERM)
+            if stopped_at is None and not reached and now > budget_s:
                 proc.send_signal(signal.SIGTERM)
                 stopped_at = now
+            elif stopped_at is not None and now > stopped_at + GRACE_S:
+                proc.kill()
             elif stopped_at is not None and now > stopped_at + GRACE_S:
                 proc.kill()
             time.sleep(POLL_S)
@@ -119,8 +126,9 @@ def measure_run(cfg, spec, data_dir, work, rates, flops):
         {"loss": spec["loss"], "dataset": spec["dataset"], "feat_dim": 2, "name": "bench"}))
     common.log(f"  {name}: {' '.join(cmd[2:])}")
     out = os.path.join(work, name + ".out")
-    records, arrivals, wall, code, budget_hit = watch(cmd, run_dir, cfg.budget_seconds, out)
     target = cfg.targets[spec["dataset"]]
+    records, arrivals, wall, code, budget_hit = watch(
+        cmd, run_dir, cfg.budget_seconds, out, target if cfg.stop_at_target else None)
     curve = [[s, r["test_acc"]] for s, r in zip(arrivals, records) if r.get("test_acc") is not None]
     reached = next((s for s, acc in curve if acc >= target), None)
     run = {**{k: spec[k] for k in ("dataset", "loss", "recipe", "label", "seed")},
@@ -206,10 +214,12 @@ def data_folder(cfg, work):
 def specs(cfg):
     """The runs, seed by seed (so a noisy stretch of the machine hits every recipe alike)."""
     out = []
-    for seed in cfg.seeds:
+    for seed in sorted(set(cfg.seeds) | set(cfg.slow_seeds)):
         for dataset in cfg.datasets:
             for loss in cfg.losses:
                 for recipe in cfg.recipes:
+                    if seed not in (cfg.seeds if recipe == "quick" else cfg.slow_seeds):
+                        continue
                     out.append({"dataset": dataset, "loss": loss, "recipe": recipe, "seed": seed,
                                 "label": recipe, "flags": []})
                     if recipe == "quick":
@@ -269,7 +279,8 @@ def run(cfg):
         flops = {loss: flops_per_image(loss, device) for loss in cfg.losses}
         repeats = 1 if cfg.quick else 3
         m = common.meta(cfg, device, data_source=description, budget_seconds=cfg.budget_seconds,
-                        targets=cfg.targets, seeds=cfg.seeds, main_flags=cfg.main_flags,
+                        targets=cfg.targets, seeds=cfg.seeds, slow_seeds=cfg.slow_seeds,
+                        stop_at_target=cfg.stop_at_target, main_flags=cfg.main_flags,
                         interpreter_s=seconds_of("pass", repeats),
                         import_torch_s=seconds_of("import torch", repeats))
         common.log(f"bench: {m['device']}, {m['threads']} threads, {description}")
@@ -347,6 +358,12 @@ def parse_flags(argv=None):
     p.add_argument("--recipes", default=",".join(RECIPES))
     p.add_argument("--datasets", default=None, help="default mnist,fashion-mnist; quick mnist")
     p.add_argument("--seeds", default="0")
+    p.add_argument("--slow-seeds", default=None,
+                   help="the seeds of reference and fast, several times longer than quick's "
+                   "(default: --seeds)")
+    p.add_argument("--stop-at-target", action="store_true",
+                   help="end a run (SIGTERM) once its test accuracy reaches the target: the "
+                   "time to it is measured all the same, its budget curve ends there")
     p.add_argument("--targets", default=None,
                    help="test accuracy to reach: mnist=0.99,fashion-mnist=0.9 (the default)")
     p.add_argument("--budget-seconds", type=float, default=None,
@@ -363,12 +380,9 @@ def parse_flags(argv=None):
     cfg.recipes = names(p, cfg.recipes, RECIPES, "--recipes")
     cfg.datasets = names(p, cfg.datasets or ("mnist" if cfg.quick else ",".join(DATASETS)),
                          DATASETS, "--datasets")
-    try:
-        cfg.seeds = [int(s) for s in cfg.seeds.split(",") if s]
-    except ValueError:
-        p.error(f"--seeds takes integers separated by commas, got {cfg.seeds!r}")
-    if not cfg.seeds or min(cfg.seeds) < 0:
-        p.error("--seeds takes integers >= 0")
+    cfg.seeds = seed_list(p, cfg.seeds, "--seeds")
+    cfg.slow_seeds = (cfg.seeds if cfg.slow_seeds is None
+                      else seed_list(p, cfg.slow_seeds, "--slow-seeds"))
     cfg.targets = dict(TARGETS, **targets(p, cfg.targets or ""))
     if cfg.budget_seconds is None:
         cfg.budget_seconds = 120.0 if cfg.quick else 900.0
@@ -386,6 +400,16 @@ def parse_flags(argv=None):
     cfg.main_flags = (cfg.main_flags.split() if cfg.main_flags is not None
                       else (QUICK_FLAGS if cfg.quick else []))
     return cfg
+
+
+def seed_list(p, text, flag):
+    try:
+        seeds = [int(s) for s in text.split(",") if s]
+    except ValueError:
+        p.error(f"{flag} takes integers separated by commas, got {text!r}")
+    if not seeds or min(seeds) < 0:
+        p.error(f"{flag} takes integers >= 0")
+    return seeds
 
 
 def names(p, text, allowed, flag):

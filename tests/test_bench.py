@@ -7,6 +7,7 @@ import importlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -162,6 +163,26 @@ def test_time_to_accuracy(tmp_path):
     assert set(cell) == {"reference", "fast", "quick", "ratios"} and cell["quick"]["runs"] == 1
     assert set(report["budget_curve"]["mnist"]["standalone"]) == {"reference", "fast", "quick"}
     assert "| mnist | standalone | 0.99 |" in stdout and "| mnist standalone quick s0" in stdout
+
+
+def test_time_to_accuracy_slow_seeds_and_stop_at_target(tmp_path):
+    """--slow-seeds gives reference and fast their own seeds; --stop-at-target ends a run once a
+    record reaches the target, long before its budget."""
+    from bench import time_to_accuracy as tta
+    cfg = tta.parse_flags(["--recipes", "fast,quick", "--seeds", "0,1,2", "--slow-seeds", "0",
+                           "--datasets", "mnist", "--losses", "xent", "--quick-epochs", ""])
+    assert [(s["recipe"], s["seed"]) for s in tta.specs(cfg)] == \
+        [("fast", 0), ("quick", 0), ("quick", 1), ("quick", 2)]
+    assert tta.parse_flags([]).slow_seeds == [0]
+    # a "run" that writes a record at 0.5, then one at the target, then would sleep a minute
+    jsonl = tmp_path / "metrics.jsonl"
+    code = (f"import time\nf = open({str(jsonl)!r}, 'w')\n"
+            "for acc in (0.5, 0.99):\n    f.write('{\"test_acc\": %s}\\n' % acc); f.flush()\n"
+            "    time.sleep(0.5)\ntime.sleep(60)\n")
+    records, arrivals, wall, returncode, budget_hit = tta.watch(
+        [sys.executable, "-c", code], str(tmp_path), 300, str(tmp_path / "out"), stop_at=0.99)
+    assert [r["test_acc"] for r in records] == [0.5, 0.99] and len(arrivals) == 2
+    assert returncode == -signal.SIGTERM and not budget_hit and wall < 60
 
 
 @CUDA
