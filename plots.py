@@ -472,6 +472,38 @@ def draw_study(groups, path, title):
     return path
 
 
+def draw_time_to_accuracy(curves, path, title, targets):
+    """Test accuracy against wall seconds from the start of the process: one panel per
+    {panel: {recipe: [run's [(seconds, acc), ...], ...]}}, one line per run in its recipe's
+    color, the panel's target {panel: accuracy} dashed; shared, fixed axes."""
+    fig = Figure(figsize=(4.2 * len(curves) + 1.8, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(curves), sharex=True, sharey=True, squeeze=False)[0]
+    recipes = list(dict.fromkeys(r for by_recipe in curves.values() for r in by_recipe))
+    colors = dict(zip(recipes, colormaps["tab10"](np.arange(len(recipes)))))
+    points = [p for by_recipe in curves.values() for runs in by_recipe.values() for run in runs
+              for p in run]
+    low = min([a for _, a in points] + list(targets.values()))
+    for ax, (panel, by_recipe) in zip(axes, curves.items()):
+        for recipe, runs in by_recipe.items():
+            for run in runs:
+                if run:
+                    seconds, acc = zip(*run)
+                    ax.plot(seconds, acc, marker="o", ms=4, lw=1, color=colors[recipe], alpha=0.8)
+        ax.axhline(targets[panel], color="0.3", ls="--", lw=1)
+        ax.set(title=panel, xlabel="wall seconds from the start")
+        ax.grid(True, lw=0.4, alpha=0.5)
+    axes[0].set(ylabel="test accuracy", xlim=(0, max([s for s, _ in points] + [1]) * 1.05),
+                ylim=(low - 0.02 * (1 - low), 1.0))
+    handles = [Line2D([], [], color=colors[r], marker="o", label=r) for r in recipes]
+    handles.append(Line2D([], [], color="0.3", ls="--", label="target"))
+    axes[-1].legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
+
+
 def draw_budget(points, path, title, targets=None, xlabel="epochs"):
     """Test accuracy against the training budget: points {loss: [(budget, acc), ...]} (budget
     in epochs or seconds), mean ± std over the runs at each budget; targets {loss: accuracy}

@@ -3,13 +3,17 @@
     runs_table          one row per run: accuracies, retrieval, settings
     reproduction_table  ours (mean ± std over seeds) against the published table
     gallery             the GIFs (2-D) or projections (above 2-D) of each run
+    speed_table         the time to a target accuracy by recipe, from bench/time_to_accuracy.py's
+                        reports committed in results/speed/
     results_page        results/README.md, written whole by `python sweep.py --report results`
 
 A test regenerates results/README.md from the committed run directories and compares it
 with the committed file, so no table drifts from its runs.
 """
 import glob
+import json
 import os
+import statistics
 
 import numpy as np
 
@@ -468,6 +472,117 @@ def openset_table(run_dirs):
     return markdown(rows)
 
 
+# ----------------------------------------------------------------------------- time to accuracy
+
+def speed_reports(results_dir):
+    """The reports of bench/time_to_accuracy.py committed in results/speed/, read."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(results_dir, "speed", "*.json"))):
+        try:
+            with open(path) as f:
+                report = json.load(f)
+            report["meta"]["targets"], report["runs"]  # noqa: B018 (the keys the page reads)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path} is not a report of bench/time_to_accuracy.py: {e}") from None
+        out.append((path, report))
+    return out
+
+
+def speed_groups(report):
+    """{(dataset, loss, label): [runs]} of a time_to_accuracy report, in the order it ran them."""
+    groups = {}
+    for run in report["runs"]:
+        groups.setdefault((run["dataset"], run["loss"], run["label"]), []).append(run)
+    return groups
+
+
+def speed_machine(report):
+    m = report["meta"]
+    return (f"{m['device_name']}, {m['threads']} threads, torch {m['torch']}, {m['date'][:10]}")
+
+
+def acc_cell(values):
+    mean, std, _ = interval(values)
+    return f"{mean:.4f} ± {std:.4f} (n={len(values)})" if std is not None else \
+        f"{mean:.4f} (n={len(values)})"
+
+
+def seconds_to_target(runs):
+    """Median seconds to the target over the runs, `> budget` or `not reached` where a run fell
+    short, and (k/n) where there were several runs."""
+    times = [r["target_s"] for r in runs if r["target_s"] is not None]
+    count = f" ({len(times)}/{len(runs)})" if len(runs) > 1 else ""
+    if len(times) == len(runs):
+        return f"{statistics.median(times):.0f}{count}"
+    return "not reached" + count
+
+
+def speed_table(report):
+    """Markdown: per (dataset, loss, recipe) of a time_to_accuracy report, the seconds to the
+    target, the final test accuracy, wall seconds, training steps/s and bf16, and the ratio of
+    fast's time to quick's."""
+    rows = []
+    for (dataset, loss, label), runs in speed_groups(report).items():
+        ratios = report["results"][dataset][loss].get("ratios", {})
+        ratio = ratios.get("fast/quick") if label == "quick" else None
+        rows.append({
+            "dataset": dataset, "loss": loss, "recipe": label,
+            "epochs": f"{runs[0]['epochs']:g}" if runs[0].get("epochs") else "-",
+            "bf16": "yes" if runs[0].get("amp") else "no",
+            "target": f"{report['meta']['targets'][dataset]:g}",
+            "s to target": seconds_to_target(runs),
+            "test acc": acc_cell([r["final_acc"] for r in runs if r["final_acc"] is not None]),
+            "wall s": f"{statistics.median(r['wall_s'] for r in runs):.0f}",
+            "steps/s": f"{statistics.median(r['steps_per_s'] or 0 for r in runs):.1f}",
+            "fast / quick": (f"{ratio:.1f}" if isinstance(ratio, (int, float)) else
+                             f"> {ratio['at_least']:.1f}" if isinstance(ratio, dict) else "-")})
+    return markdown(rows)
+
+
+def speed_figures(reports, figures_dir, draw=False):
+    """(caption, path) of each report's accuracy-against-seconds figure; drawn when `draw`."""
+    out = []
+    for path, report in reports:
+        name = os.path.splitext(os.path.basename(path))[0]
+        figure = os.path.join(figures_dir, f"{name}.png")
+        if draw:
+            import plots  # matplotlib: only when drawing
+            os.makedirs(figures_dir, exist_ok=True)
+            curves = {}
+            for (dataset, loss, label), runs in speed_groups(report).items():
+                curves.setdefault(f"{dataset}, {loss}", {})[label] = [r["curve"] for r in runs]
+            targets = {f"{d}, {loss}": report["meta"]["targets"][d]
+                       for d, loss, _ in speed_groups(report)}
+            plots.draw_time_to_accuracy(curves, figure, f"time to accuracy: "
+                                        f"{speed_machine(report)}", targets)
+        out.append((f"test accuracy against wall seconds, {name}", figure))
+    return out
+
+
+def speed_headline(results_dir):
+    """The README's speed table: per loss, quick's accuracy over seeds and time beside fast's
+    time to the target, from the newest report in results/speed/."""
+    reports = speed_reports(results_dir)
+    if not reports:
+        return "(no report in results/speed/ yet)\n"
+    path, report = reports[-1]
+    groups = speed_groups(report)
+    rows = []
+    for (dataset, loss, label), runs in groups.items():
+        if label != "quick":
+            continue
+        fast = groups.get((dataset, loss, "fast"), [])
+        target = report["meta"]["targets"][dataset]
+        ratio = report["results"][dataset][loss].get("ratios", {}).get("fast/quick")
+        rows.append({f"{dataset}, 2-D, to {target:g}": loss,
+                     "quick: test acc": acc_cell([r["final_acc"] for r in runs]),
+                     "quick: wall s": f"{statistics.median(r['wall_s'] for r in runs):.0f}",
+                     "fast: s to target": seconds_to_target(fast) if fast else "-",
+                     "fast / quick": f"{ratio:.1f}" if isinstance(ratio, (int, float)) else "-"})
+    return (f"{speed_machine(report)} (`{os.path.relpath(path, os.path.dirname(results_dir))}`):"
+            f"\n\n{markdown(rows)}")
+
+
 # ----------------------------------------------------------------------------- the results page
 
 PAGE_HEAD = """# Results
@@ -507,13 +622,22 @@ SEPARATION_TEXT = """The same runs after their last epoch: clean training accura
 features' mean center distance over mean within-class spread (class means for xent), mean
 ± std over the seeds."""
 
+SPEED_TEXT = """How long a user waits, end to end: `python bench/time_to_accuracy.py` (its reports
+in `results/speed/`, the flags in each report's meta) starts `python main.py --recipe R
+--loss L --dataset D --feat-dim 2` as a user does, one run at a time on idle cores, and
+stamps each metrics.jsonl record with the second it appeared. s to target: from the start to
+the first evaluation at the target test accuracy, median over the seeds ((k/n): the seeds that
+reached it); test acc: after the last evaluation (the quick recipe evaluates once, at its
+end), mean ± sample std over n seeds; wall s: start to exit, median; fast / quick: the ratio
+of the two times to the target. Runs with --stop-at-target end at the target."""
+
 OPENSET_TEXT = """Trained without the held-out classes; their test images are retrieved among
 themselves (P@1, MAP@R on Euclidean distance), the seen classes keep their accuracy. Mean ±
 sample std over n seeds."""
 
 
 # results/'s folders that are not a run of the reproduction table
-NOT_RUNS = ("trials", "fair", "budget", "openset", "figures", "tune")
+NOT_RUNS = ("trials", "fair", "budget", "openset", "figures", "tune", "speed")
 
 
 def write_results(results_dir, img_dir="imgs"):
@@ -524,6 +648,8 @@ def write_results(results_dir, img_dir="imgs"):
     fair = run_dirs_in(os.path.join(results_dir, "fair"))
     figures += budget_figures(budget_points(fair, budget_dirs(results_dir)),
                               os.path.join(results_dir, "figures"), draw=True)
+    figures += speed_figures(speed_reports(results_dir), os.path.join(results_dir, "figures"),
+                             draw=True)
     path = os.path.join(results_dir, "README.md")
     rundir.atomic_write_text(path, results_page(results_dir, img_dir))
     written = [p for _, p in figures] + [path]
@@ -531,8 +657,13 @@ def write_results(results_dir, img_dir="imgs"):
     if os.path.exists(readme):  # the top-level README's results at a glance
         with open(readme) as f:
             text = f.read()
-        if HEADLINE_BEGIN in text:
-            rundir.atomic_write_text(readme, with_headline(text, headline(results_dir)))
+        new = text
+        if HEADLINE_BEGIN in new:
+            new = with_headline(new, headline(results_dir))
+        if SPEED_BEGIN in new:
+            new = with_headline(new, speed_headline(results_dir), SPEED_BEGIN)
+        if new != text:
+            rundir.atomic_write_text(readme, new)
             written.append(readme)
     return written
 
@@ -602,6 +733,20 @@ def page_sections(runs, trials, img_dir, pictures, results_dir="results"):
     if openset:
         sections.append(("Classes the net never saw (open set)", OPENSET_TEXT + "\n\n"
                          + openset_table(openset)))
+        shown = [d for d in openset if d.endswith("-seed0") and "feat=2-" in d]
+        openset_imgs = os.path.join(img_dir, "openset")
+        if any(os.path.isdir(os.path.join(openset_imgs, os.path.basename(d))) for d in shown):
+            sections.append(("Open set: pictures", "Seed 0 of each 2-D row: the seen classes' "
+                             "features (dots) and the unseen classes' (triangles) by epoch.\n\n"
+                             + gallery(shown, os.path.relpath(openset_imgs, results_dir),
+                                       exists=openset_imgs)))
+    reports = speed_reports(results_dir)
+    if reports:
+        sections.append(("Time to accuracy", SPEED_TEXT + "\n\n" + "\n".join(
+            f"{speed_machine(report)} (`{os.path.relpath(path, results_dir)}`):\n\n"
+            f"{speed_table(report)}\n![{caption}]({os.path.relpath(figure, results_dir)})\n"
+            for (path, report), (caption, figure) in zip(
+                reports, speed_figures(reports, os.path.join(results_dir, "figures"))))))
     if runs:
         sections.append(("Reproduction of the published table (published protocol)",
                          "Runs made as their recipe makes them today; mean ± sample std over "
@@ -625,6 +770,7 @@ def page_sections(runs, trials, img_dir, pictures, results_dir="results"):
 
 HEADLINE_BEGIN = "<!-- generated by `python sweep.py --report results`: do not edit -->"
 HEADLINE_END = "<!-- end of generated block -->"
+SPEED_BEGIN = "<!-- generated by `python sweep.py --report results` from results/speed/: do not edit -->"
 
 
 def headline(results_dir):
@@ -657,8 +803,8 @@ def headline(results_dir):
     return "\n".join(out)
 
 
-def with_headline(readme_text, block):
-    """The README with its generated block replaced by `block`."""
-    start = readme_text.index(HEADLINE_BEGIN) + len(HEADLINE_BEGIN)
-    end = readme_text.index(HEADLINE_END)
+def with_headline(readme_text, block, begin=HEADLINE_BEGIN):
+    """The README with its generated block that opens with `begin` replaced by `block`."""
+    start = readme_text.index(begin) + len(begin)
+    end = readme_text.index(HEADLINE_END, start)
     return readme_text[:start] + "\n" + block + readme_text[end:]

@@ -134,7 +134,9 @@ def measure_run(cfg, spec, data_dir, work, rates, flops):
     run = {**{k: spec[k] for k in ("dataset", "loss", "recipe", "label", "seed")},
            "returncode": code, "wall_s": wall, "target": target, "target_s": reached,
            "curve": curve, "final_acc": curve[-1][1] if curve else None,
-           "status": "budget" if budget_hit else "finished" if code == 0 else f"failed ({code})",
+           "status": "budget" if budget_hit else "finished" if code == 0
+           else "stopped at the target" if code == 130 and cfg.stop_at_target and reached is not None
+           else f"failed ({code})",
            **rate_of(run_dir, records, data_dir, spec, rates, flops)}
     if code not in (0, 130) or not records:
         with open(out) as f:

@@ -125,5 +125,7 @@ def test_readme_headline_is_what_the_report_writes():
     os.chdir(ROOT)
     try:
         assert report.with_headline(readme(), report.headline("results")) == readme()
+        assert report.with_headline(readme(), report.speed_headline("results"),
+                                    report.SPEED_BEGIN) == readme()
     finally:
         os.chdir(cwd)

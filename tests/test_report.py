@@ -180,3 +180,67 @@ def test_tuning_minutes_read_from_an_optuna_journal(tmp_path):
             params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={}))
     assert report.tuning_minutes(str(tmp_path), "xent-mnist-feat=2") == pytest.approx(4.5)
     assert report.tuning_minutes(str(tmp_path), "cent-mnist-feat=2") is None
+
+
+def speed_report(tmp_path):
+    """A hand-made report of bench/time_to_accuracy.py: fast seed 0 and quick seeds 0-2 of one
+    loss, quick seed 2 short of the target."""
+    def run(label, seed, target_s, acc, wall, curve):
+        return {"dataset": "mnist", "loss": "xent", "recipe": label, "label": label, "seed": seed,
+                "target_s": target_s, "final_acc": acc, "wall_s": wall, "curve": curve,
+                "epochs": 5 if label == "fast" else 1.5, "amp": label == "quick",
+                "steps_per_s": 4.0 if label == "fast" else 8.0}
+    runs = [run("fast", 0, 300.0, 0.991, 310.0, [[100.0, 0.95], [200.0, 0.98], [300.0, 0.991]]),
+            run("quick", 0, 90.0, 0.990, 90.0, [[90.0, 0.990]]),
+            run("quick", 1, 100.0, 0.992, 100.0, [[100.0, 0.992]]),
+            run("quick", 2, None, 0.985, 110.0, [[110.0, 0.985]])]
+    report_ = {"meta": {"device_name": "Some CPU", "threads": 2, "torch": "2.14.1",
+                        "date": "2026-12-03T06:00:00", "targets": {"mnist": 0.99}},
+               "results": {"mnist": {"xent": {"ratios": {"fast/quick": None}}}}, "runs": runs}
+    (tmp_path / "speed").mkdir()
+    path = tmp_path / "speed" / "time_to_accuracy-cpu.json"
+    path.write_text(json.dumps(report_))
+    return str(path), report_
+
+
+def table_rows(markdown_text):
+    lines = markdown_text.strip().splitlines()
+    names = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(names, [c.strip() for c in line.strip("|").split("|")])) for line in lines[2:]]
+
+
+def test_speed_table_headline_and_figure_against_hand_numbers(tmp_path):
+    path, made = speed_report(tmp_path)
+    [(found, read)] = report.speed_reports(str(tmp_path))
+    assert found == path and read == made
+    fast, quick = table_rows(report.speed_table(read))
+    assert (fast["recipe"], fast["epochs"], fast["bf16"], fast["s to target"]) == ("fast", "5", "no", "300")
+    assert fast["test acc"] == "0.9910 (n=1)" and fast["wall s"] == "310"
+    assert quick["s to target"] == "not reached (2/3)" and quick["steps/s"] == "8.0"
+    mean, std = np.mean([0.990, 0.992, 0.985]), np.std([0.990, 0.992, 0.985], ddof=1)
+    assert quick["test acc"] == f"{mean:.4f} ± {std:.4f} (n=3)" and quick["wall s"] == "100"
+    assert quick["fast / quick"] == "-"  # quick fell short on a seed: no ratio
+    read["results"]["mnist"]["xent"]["ratios"]["fast/quick"] = 300 / 95
+    assert table_rows(report.speed_table(read))[1]["fast / quick"] == "3.2"
+    head = report.speed_headline(str(tmp_path))
+    assert head.startswith("Some CPU, 2 threads, torch 2.14.1, 2026-12-03")
+    [row] = table_rows(head.split("\n\n", 1)[1])
+    assert row["mnist, 2-D, to 0.99"] == "xent" and row["fast: s to target"] == "300"
+    [(caption, figure)] = report.speed_figures([(path, made)], str(tmp_path / "figures"), draw=True)
+    import matplotlib.image
+    image = matplotlib.image.imread(figure)
+    assert figure.endswith("time_to_accuracy-cpu.png") and image.shape[0] > 300
+    page = report.results_page(str(tmp_path), str(tmp_path / "imgs"))
+    assert "## Time to accuracy" in page and "figures/time_to_accuracy-cpu.png" in page
+    (tmp_path / "speed" / "broken.json").write_text("{")
+    with pytest.raises(report.UserError, match="broken.json is not a report"):
+        report.speed_reports(str(tmp_path))
+
+
+def test_readme_blocks_are_replaced_one_by_one():
+    text = (f"a\n{report.HEADLINE_BEGIN}\nold\n{report.HEADLINE_END}\nb\n{report.SPEED_BEGIN}\n"
+            f"old speed\n{report.HEADLINE_END}\nc\n")
+    text = report.with_headline(text, "glance\n")
+    text = report.with_headline(text, "speed\n", report.SPEED_BEGIN)
+    assert text == (f"a\n{report.HEADLINE_BEGIN}\nglance\n{report.HEADLINE_END}\nb\n"
+                    f"{report.SPEED_BEGIN}\nspeed\n{report.HEADLINE_END}\nc\n")
