@@ -90,7 +90,8 @@ def train(args, explicit, handle_signals=False, clock=None):
                                kept, centers, record, args)
                 clock.lap("saving")
         except (Interrupted, NonFiniteError) as e:
-            stopped(e, run_dir, history, log)
+            clock.lap("stopped epoch", device)
+            stopped(e, run_dir, history, log, clock)
     if ddp.main and history:
         finish(args, run_dir, log, tb, history, best, deciding, data, clock)
     ddp.close()
@@ -217,8 +218,9 @@ def save_epoch(run_dir, log, tb, state, improved, data, train_features, seen, ke
         tb.epoch(record)  # after the checkpoint; frames drawn in a background thread
 
 
-def stopped(e, run_dir, history, log):
-    """A stop inside the loop: say where the run stands, in train.log too, and re-raise."""
+def stopped(e, run_dir, history, log, clock):
+    """A stop inside the loop: say where the run stands and where its time went, in train.log
+    too, and re-raise."""
     done = history[-1]["epoch"] if history else 0
     where = (f"epoch {done} is the last saved; continue with: python main.py --resume {run_dir}"
              if done else f"no epoch finished, so no checkpoint was written in {run_dir}")
@@ -228,6 +230,8 @@ def stopped(e, run_dir, history, log):
     else:
         message = f"{e}; {where}"
     log.info(f"error: {message}" if isinstance(e, NonFiniteError) else f"interrupted: {message}",
+             echo=False)
+    log.info(rundir.timing_line({**clock.seconds, "total": sum(clock.seconds.values())}),
              echo=False)
     raise type(e)(message) from None
 

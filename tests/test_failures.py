@@ -15,6 +15,7 @@ import torch
 import engine
 import flags
 import main
+import rundir
 from conftest import ROOT
 from losses import StandaloneCenterLoss
 from rundir import load_checkpoint, read_jsonl
@@ -141,6 +142,11 @@ def test_sigterm_finishes_the_step_and_says_how_to_resume(tmp_path, data_dir):
     assert len(lines) == 1 and "--resume" in lines[0] and "stopped by signal" in lines[0], err
     ckpt = load_checkpoint(str(jsonl.parent / "last.pt"))
     assert ckpt["epoch"] == len(metrics(str(jsonl.parent))) >= 1
+    # where the stopped process's time went, as a finished one says it (bench reads it)
+    timings = rundir.read_timings(str(jsonl.parent))
+    assert timings["training"] > 0 and timings["stopped epoch"] >= 0
+    assert timings["total"] == pytest.approx(sum(v for k, v in timings.items() if k != "total"),
+                                             abs=0.05)
 
 
 # ----------------------------------------------------------------------------- non-finite
