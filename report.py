@@ -498,7 +498,9 @@ def speed_groups(report):
 
 def speed_machine(report):
     m = report["meta"]
-    return (f"{m['device_name']}, {m['threads']} threads, torch {m['torch']}, {m['date'][:10]}")
+    flags_ = " ".join(m.get("main_flags") or [])
+    return (f"{m['device_name']}, {m['threads']} threads, torch {m['torch']}, {m['date'][:10]}"
+            + (f", main.py {flags_}" if flags_ else ""))
 
 
 def acc_cell(values):
@@ -561,11 +563,13 @@ def speed_figures(reports, figures_dir, draw=False):
 
 def speed_headline(results_dir):
     """The README's speed table: per loss, quick's accuracy over seeds and time beside fast's
-    time to the target, from the newest report in results/speed/."""
+    time to the target, from the newest report in results/speed/ that has both."""
     reports = speed_reports(results_dir)
     if not reports:
         return "(no report in results/speed/ yet)\n"
-    path, report = reports[-1]
+    # the newest report that sets quick beside fast, else the newest
+    both = [(p, r) for p, r in reports if {"fast", "quick"} <= {k[2] for k in speed_groups(r)}]
+    path, report = (both or reports)[-1]
     groups = speed_groups(report)
     rows = []
     for (dataset, loss, label), runs in groups.items():

@@ -226,6 +226,12 @@ def test_speed_table_headline_and_figure_against_hand_numbers(tmp_path):
     assert head.startswith("Some CPU, 2 threads, torch 2.14.1, 2026-12-03")
     [row] = table_rows(head.split("\n\n", 1)[1])
     assert row["mnist, 2-D, to 0.99"] == "xent" and row["fast: s to target"] == "300"
+    # a later report of quick alone (--main-flags): on the page, not in the README's table
+    alone = dict(made, runs=made["runs"][1:], meta=dict(made["meta"], main_flags=["--no-amp"]))
+    (tmp_path / "speed" / "zz-quick-fp32.json").write_text(json.dumps(alone))
+    assert report.speed_headline(str(tmp_path)) == head
+    assert report.speed_machine(alone).endswith("2026-12-03, main.py --no-amp")
+    (tmp_path / "speed" / "zz-quick-fp32.json").unlink()
     [(caption, figure)] = report.speed_figures([(path, made)], str(tmp_path / "figures"), draw=True)
     import matplotlib.image
     image = matplotlib.image.imread(figure)
