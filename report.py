@@ -453,7 +453,8 @@ def openset_table(run_dirs):
     groups = {}
     for _, args, records in finished_runs(run_dirs):
         if args.get("held_out_classes"):
-            key = (args["dataset"], args["feat_dim"], args["loss"], args["held_out_classes"])
+            key = (args["dataset"], args["feat_dim"], args["loss"], args["held_out_classes"],
+                   recipe_of({k: v for k, v in args.items() if k != "held_out_classes"})[0])
             groups.setdefault(key, []).append(records[-1])
     if not groups:
         raise UserError("found no finished --held-out-classes runs")
@@ -466,7 +467,7 @@ def openset_table(run_dirs):
                                              rank(k[2], LOSS_ORDER))):
         last = groups[key]
         rows.append({"dataset": key[0], "feat_dim": str(key[1]), "loss": key[2],
-                     "held out": key[3], "unseen MAP@R": shown([r["unseen_map_at_r"] for r in last]),
+                     "held out": key[3], "recipe": key[4], "unseen MAP@R": shown([r["unseen_map_at_r"] for r in last]),
                      "unseen P@1": shown([r["unseen_precision_at_1"] for r in last]),
                      "seen acc": shown([r["seen_acc"] for r in last]), "n": str(len(last))})
     return markdown(rows)
