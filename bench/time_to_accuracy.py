@@ -76,7 +76,7 @@ def watch(cmd, run_dir, budget_s, log_path, stop_at=None):
     appeared, stop the run at the budget (or, given stop_at, once a record's test accuracy
     reaches it). Returns (records, arrivals, wall_s, returncode, stopped by the budget)."""
     jsonl = os.path.join(run_dir, "metrics.jsonl")
-    arrivals, stopped_at, reached = [], None, False
+    arrivals, termed_at, budget_hit = [], None, False
     with open(log_path, "w") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=common.ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -87,21 +87,19 @@ def watch(cmd, run_dir, budget_s, log_path, stop_at=None):
             arrivals += [now] * (len(lines) - len(arrivals))
             if finished:
                 break
-            if stopped_at is None and not reached and stop_at is not None and lines:
-                reached = (json.loads(lines[-1]).get("test_acc") or 0) >= stop_at
-                if reached:
+            if termed_at is None:
+                budget_hit = now > budget_s
+                at_target = (stop_at is not None and bool(lines)
+                             and (json.loads(lines[-1]).get("test_acc") or 0) >= stop_at)
+                if budget_hit or at_target:
                     proc.send_signal(signal.SIGTERM)
-            if stopped_at is None and not reached and now > budget_s:
-                proc.send_signal(signal.SIGTERM)
-                stopped_at = now
-            elif stopped_at is not None and now > stopped_at + GRACE_S:
-                proc.kill()
-            elif stopped_at is not None and now > stopped_at + GRACE_S:
+                    termed_at = now
+            elif now > termed_at + GRACE_S:
                 proc.kill()
             time.sleep(POLL_S)
         wall = time.perf_counter() - t0
     records = [json.loads(line) for line in complete_lines(jsonl)]
-    return records, arrivals[:len(records)], wall, proc.returncode, stopped_at is not None
+    return records, arrivals[:len(records)], wall, proc.returncode, budget_hit
 
 
 def train_size(data_dir, dataset, args):
