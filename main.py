@@ -231,8 +231,7 @@ def stopped(e, run_dir, history, log, clock):
         message = f"{e}; {where}"
     log.info(f"error: {message}" if isinstance(e, NonFiniteError) else f"interrupted: {message}",
              echo=False)
-    log.info(rundir.timing_line({**clock.seconds, "total": sum(clock.seconds.values())}),
-             echo=False)
+    log.info(rundir.timing_line(clock.seconds), echo=False)
     raise type(e)(message) from None
 
 
@@ -261,7 +260,7 @@ def finish(args, run_dir, log, tb, history, best, deciding, data, clock):
             log.info(f"pictures not drawn ({type(e).__name__}: {e}); "
                      f"retry with: python visualize.py {run_dir}")
         clock.lap("drawing")
-    log.info(rundir.timing_line({**clock.seconds, "total": sum(clock.seconds.values())}))
+    log.info(rundir.timing_line(clock.seconds))
 
 
 def main(argv=None, handle_signals=False, startup=None):

@@ -237,6 +237,14 @@ def interval(values, confidence=0.95):
             float(sem * stats.t.ppf((1 + confidence) / 2, len(values) - 1)))
 
 
+def mean_std(values, n=True):
+    """`0.9850 ± 0.0025 (n=3)`: the mean and sample std of a few seeds' values (no std for one),
+    and their count where `n`."""
+    mean, std, _ = interval(values)
+    return (f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+            + (f" (n={len(values)})" if n else ""))
+
+
 def welch(a, b, confidence=0.95):
     """Welch's t-test of mean(a) - mean(b): (difference, its interval (low, high), p-value);
     None where either side has fewer than 2 values."""
@@ -342,10 +350,8 @@ def budget_table(points, published=PUBLISHED):
                 if not values:
                     row[f"{e:g} ep"] = "-"
                     continue
-                mean, std, _ = interval(values)
-                row[f"{e:g} ep"] = f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "") \
-                    + f" (n={len(values)})"
-                if target is not None and mean >= target and reached.startswith("not"):
+                row[f"{e:g} ep"] = mean_std(values)
+                if target is not None and np.mean(values) >= target and reached.startswith("not"):
                     reached = f"{e:g} ep"
             row["published (100 ep, all data)"] = f"{target:.3f}" if target is not None else "-"
             row["reaches it at"] = reached if target is not None else "-"
@@ -458,18 +464,16 @@ def openset_table(run_dirs):
             groups.setdefault(key, []).append(records[-1])
     if not groups:
         raise UserError("found no finished --held-out-classes runs")
-
-    def shown(values):
-        mean, std, _ = interval(values)
-        return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
     rows = []
     for key in sorted(groups, key=lambda k: (rank(k[0], list(datasets.DATASETS)), k[1],
                                              rank(k[2], LOSS_ORDER))):
         last = groups[key]
         rows.append({"dataset": key[0], "feat_dim": str(key[1]), "loss": key[2],
-                     "held out": key[3], "recipe": key[4], "unseen MAP@R": shown([r["unseen_map_at_r"] for r in last]),
-                     "unseen P@1": shown([r["unseen_precision_at_1"] for r in last]),
-                     "seen acc": shown([r["seen_acc"] for r in last]), "n": str(len(last))})
+                     "held out": key[3], "recipe": key[4],
+                     "unseen MAP@R": mean_std([r["unseen_map_at_r"] for r in last], n=False),
+                     "unseen P@1": mean_std([r["unseen_precision_at_1"] for r in last], n=False),
+                     "seen acc": mean_std([r["seen_acc"] for r in last], n=False),
+                     "n": str(len(last))})
     return markdown(rows)
 
 
@@ -504,12 +508,6 @@ def speed_machine(report):
             + (f", main.py {flags_}" if flags_ else ""))
 
 
-def acc_cell(values):
-    mean, std, _ = interval(values)
-    return f"{mean:.4f} ± {std:.4f} (n={len(values)})" if std is not None else \
-        f"{mean:.4f} (n={len(values)})"
-
-
 def seconds_to_target(runs):
     """Median seconds to the target over the runs, `> budget` or `not reached` where a run fell
     short, and (k/n) where there were several runs."""
@@ -520,25 +518,30 @@ def seconds_to_target(runs):
     return "not reached" + count
 
 
+def ratio_cell(report, dataset, loss):
+    """fast's time to the target over quick's: `3.2`, `> 3.2` where fast was stopped by the
+    budget short of it, `-` where quick did not reach it."""
+    ratio = report["results"][dataset][loss].get("ratios", {}).get("fast/quick")
+    return (f"{ratio:.1f}" if isinstance(ratio, (int, float)) else
+            f"> {ratio['at_least']:.1f}" if isinstance(ratio, dict) else "-")
+
+
 def speed_table(report):
     """Markdown: per (dataset, loss, recipe) of a time_to_accuracy report, the seconds to the
     target, the final test accuracy, wall seconds, training steps/s and bf16, and the ratio of
     fast's time to quick's."""
     rows = []
     for (dataset, loss, label), runs in speed_groups(report).items():
-        ratios = report["results"][dataset][loss].get("ratios", {})
-        ratio = ratios.get("fast/quick") if label == "quick" else None
         rows.append({
             "dataset": dataset, "loss": loss, "recipe": label,
             "epochs": f"{runs[0]['epochs']:g}" if runs[0].get("epochs") else "-",
             "bf16": "yes" if runs[0].get("amp") else "no",
             "target": f"{report['meta']['targets'][dataset]:g}",
             "s to target": seconds_to_target(runs),
-            "test acc": acc_cell([r["final_acc"] for r in runs if r["final_acc"] is not None]),
+            "test acc": mean_std([r["final_acc"] for r in runs if r["final_acc"] is not None]),
             "wall s": f"{statistics.median(r['wall_s'] for r in runs):.0f}",
             "steps/s": f"{statistics.median(r['steps_per_s'] or 0 for r in runs):.1f}",
-            "fast / quick": (f"{ratio:.1f}" if isinstance(ratio, (int, float)) else
-                             f"> {ratio['at_least']:.1f}" if isinstance(ratio, dict) else "-")})
+            "fast / quick": ratio_cell(report, dataset, loss) if label == "quick" else "-"})
     return markdown(rows)
 
 
@@ -551,11 +554,10 @@ def speed_figures(reports, figures_dir, draw=False):
         if draw:
             import plots  # matplotlib: only when drawing
             os.makedirs(figures_dir, exist_ok=True)
-            curves = {}
+            curves, targets = {}, {}
             for (dataset, loss, label), runs in speed_groups(report).items():
                 curves.setdefault(f"{dataset}, {loss}", {})[label] = [r["curve"] for r in runs]
-            targets = {f"{d}, {loss}": report["meta"]["targets"][d]
-                       for d, loss, _ in speed_groups(report)}
+                targets[f"{dataset}, {loss}"] = report["meta"]["targets"][dataset]
             plots.draw_time_to_accuracy(curves, figure, f"time to accuracy: "
                                         f"{speed_machine(report)}", targets)
         out.append((f"test accuracy against wall seconds, {name}", figure))
@@ -578,12 +580,11 @@ def speed_headline(results_dir):
             continue
         fast = groups.get((dataset, loss, "fast"), [])
         target = report["meta"]["targets"][dataset]
-        ratio = report["results"][dataset][loss].get("ratios", {}).get("fast/quick")
         rows.append({f"{dataset}, 2-D, to {target:g}": loss,
-                     "quick: test acc": acc_cell([r["final_acc"] for r in runs]),
+                     "quick: test acc": mean_std([r["final_acc"] for r in runs]),
                      "quick: wall s": f"{statistics.median(r['wall_s'] for r in runs):.0f}",
                      "fast: s to target": seconds_to_target(fast) if fast else "-",
-                     "fast / quick": f"{ratio:.1f}" if isinstance(ratio, (int, float)) else "-"})
+                     "fast / quick": ratio_cell(report, dataset, loss)})
     return (f"{speed_machine(report)} (`{os.path.relpath(path, os.path.dirname(results_dir))}`):"
             f"\n\n{markdown(rows)}")
 

@@ -318,8 +318,9 @@ TIMING = "seconds: "  # train.log's line of where a process's time went
 
 
 def timing_line(seconds):
-    """train.log's line of {phase: seconds} (start-up, imports, data, ..., total)."""
-    return TIMING + ", ".join(f"{name} {value:.2f}" for name, value in seconds.items())
+    """train.log's line of {phase: seconds} (start-up, imports, data, ...) and their total."""
+    return TIMING + ", ".join(f"{name} {value:.2f}" for name, value in
+                              {**seconds, "total": sum(seconds.values())}.items())
 
 
 def read_timings(run_dir):
