@@ -23,8 +23,7 @@ import losses
 from rundir import epochs_done, read_run, run_name, split_names, state_of
 from utils import UserError
 
-LOSS_ORDER = ("xent", "cent", "standalone", "center-push", "center-softmax", "margin", "cosface",
-              "arcface")
+LOSS_ORDER = tuple(losses.OBJECTIVES)  # the registry's order: the study's three first
 
 
 # Test accuracy after 100 epochs of the original experiments (shared REFERENCE.md).
@@ -50,7 +49,8 @@ def weights(args):
 
 RETRIEVAL_COLUMNS = {"P@1": "precision_at_1", "R-prec": "r_precision", "MAP@R": "map_at_r"}
 # the geometry of the evaluated split's features at the last evaluation (losses.geometry)
-GEOMETRY_COLUMNS = {"dist/spread": "center_ratio", "NC1": "nc1", "min angle": "min_center_angle"}
+GEOMETRY_COLUMNS = {"dist/spread": "center_ratio", "NC1": "nc1", "norm": "norm_mean",
+                    "min angle": "min_center_angle"}
 
 
 def protocol(args):
@@ -80,6 +80,8 @@ def summarize(run_dir):
               else None for column, key in GEOMETRY_COLUMNS.items()},
            "epochs": str(done) if done == planned else f"{done}/{planned}",
            "weights": weights(args), "run": os.path.basename(os.path.normpath(run_dir))}
+    if row["norm"] is not None and last.get(f"{deciding}_norm_std") is not None:
+        row["norm"] += f" ± {number(last[f'{deciding}_norm_std'])}"
     key = (rank(args["dataset"], list(datasets.DATASETS)), args["feat_dim"],
            rank(args["loss"], LOSS_ORDER), row["run"])
     return key, row
@@ -477,6 +479,49 @@ def openset_table(run_dirs):
     return markdown(rows)
 
 
+# ----------------------------------------------------------------------------- every objective
+
+FAMILY_NOTES = "gifs.json"  # in results/family/: {run name: what its val.gif shows, one line}
+
+
+def family_table(run_dirs, img_dir, notes=None, exists=None):
+    """Markdown: one row per finished 2-D run of run_dirs (each objective's run on each
+    dataset), sorted by dataset then registry order: its recipe and the objective's own
+    hyperparameters, test accuracy and retrieval after the last epoch, the geometry of the
+    evaluated split's features then (losses.geometry_metrics: dist/spread, NC1, the feature
+    norm as mean ± std, the smallest angle between two centers), its val.gif (in
+    img_dir/<run>/; `exists`: where to look for it from the current directory) and `notes`'
+    line on what the GIF shows."""
+    notes = notes or {}
+    rows = []
+    for run in run_dirs:
+        if not (os.path.isdir(run) and state_of(run) == "finished"):
+            continue
+        key, row = summarize(run)
+        if row["feat_dim"] != "2":
+            continue
+        name = row["run"]
+        gif = os.path.join(exists if exists is not None else img_dir, name, "val.gif")
+        rows.append((key, {
+            **{c: row[c] for c in ("loss", "dataset", "epochs")},
+            "recipe": recipe_of(read_run(run)[0])[0], "weights": row["weights"],
+            **{c: row[c] or "-" for c in ("test acc", *RETRIEVAL_COLUMNS, *GEOMETRY_COLUMNS)},
+            "val.gif": f"![{name}]({img_dir}/{name}/val.gif)" if os.path.isfile(gif) else "-",
+            "what it shows": notes.get(name, "-")}))
+    if not rows:
+        raise UserError("found no finished 2-D runs")
+    return markdown([row for _, row in sorted(rows, key=lambda kr: kr[0])])
+
+
+def family_notes(folder):
+    """results/family/gifs.json: {run name: one line}; {} where there is none."""
+    path = os.path.join(folder, FAMILY_NOTES)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
 # ----------------------------------------------------------------------------- time to accuracy
 
 def speed_reports(results_dir):
@@ -641,9 +686,20 @@ OPENSET_TEXT = """Trained without the held-out classes; their test images are re
 themselves (P@1, MAP@R on Euclidean distance), the seen classes keep their accuracy. Mean ±
 sample std over n seeds."""
 
+FAMILY_TEXT = """Every objective under one recipe (`python sweep.py --loss ... --dataset D --feat-dim
+2 --seed 0 --log-dir log/family -- --recipe fast --amp --img-dir imgs/family`: MNIST 5
+epochs, Fashion-MNIST 10), exported to `results/family/`: one seed each, so a row shows what an objective does, not that it
+beats another (the fair comparison above answers that). weights: the objective's own
+hyperparameters, its paper's defaults unless the recipe column says otherwise. After the
+last epoch, on the test features: accuracy, retrieval, and the geometry
+(`losses.geometry_metrics`): dist/spread, the mean distance between two class centers over
+the mean distance of a sample to its center; NC1, tr(Sigma_W Sigma_B^+) / C (Papyan, Han &
+Donoho 2020); norm, the features' length, mean ± std; min angle, the smallest angle between
+two centers in degrees. what it shows: the GIF's last frames, one line each
+(`results/family/gifs.json`)."""
 
 # results/'s folders that are not a run of the reproduction table
-NOT_RUNS = ("trials", "fair", "budget", "openset", "figures", "tune", "speed")
+NOT_RUNS = ("trials", "fair", "budget", "openset", "family", "figures", "tune", "speed")
 
 
 def write_results(results_dir, img_dir="imgs"):
@@ -746,6 +802,12 @@ def page_sections(runs, trials, img_dir, pictures, results_dir="results"):
                              "features (dots) and the unseen classes' (triangles) by epoch.\n\n"
                              + gallery(shown, os.path.relpath(openset_imgs, results_dir),
                                        exists=openset_imgs)))
+    family = run_dirs_in(os.path.join(results_dir, "family"))
+    if family:
+        family_imgs = os.path.join(img_dir, "family")
+        sections.append(("Every objective", FAMILY_TEXT + "\n\n" + family_table(
+            family, os.path.relpath(family_imgs, results_dir),
+            family_notes(os.path.join(results_dir, "family")), exists=family_imgs)))
     reports = speed_reports(results_dir)
     if reports:
         sections.append(("Time to accuracy", SPEED_TEXT + "\n\n" + "\n".join(

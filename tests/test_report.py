@@ -99,6 +99,40 @@ def test_openset_table(tmp_path):
     assert "0.6500 ± 0.0707" in table and "0.9850 ± 0.0071" in table and "| 2 " in table
 
 
+def test_family_table_rows_geometry_gif_and_notes(tmp_path):
+    """The every-objective table: 2-D finished runs only, in registry order within a dataset,
+    the geometry of the last record, the GIF where it exists, the note where one is given."""
+    results, imgs = tmp_path / "family", tmp_path / "imgs"
+    geometry = {"test_center_ratio": 12.345, "test_nc1": 0.0123, "test_norm_mean": 20.0,
+                "test_norm_std": 2.5, "test_min_center_angle": 30.0}
+    dirs = []
+    for loss, dataset, dim, epochs_done in [("ring", "mnist", 2, 1), ("standalone", "mnist", 2, 1),
+                                            ("triplet", "fashion-mnist", 2, 1),
+                                            ("xent", "mnist", 128, 1), ("git", "mnist", 2, 0)]:
+        name = f"{loss}-{dataset}-feat={dim}-seed0"
+        records = [{"epoch": 1, "test_acc": 0.9, "test_precision_at_1": 0.8,
+                    "test_r_precision": 0.7, "test_map_at_r": 0.6, "seconds": 1.0, **geometry}]
+        dirs.append(write_run(str(results), name, {
+            "loss": loss, "dataset": dataset, "feat_dim": dim, "epochs": 1, "recipe": "fast",
+            "val_size": 0}, records[:epochs_done]))
+    (imgs / "standalone-mnist-feat=2-seed0").mkdir(parents=True)
+    (imgs / "standalone-mnist-feat=2-seed0" / "val.gif").write_bytes(b"GIF89a")
+    notes = {"standalone-mnist-feat=2-seed0": "ten clusters on a circle"}
+    rows = table_rows(report.family_table(dirs, "../imgs", notes, exists=str(imgs)))
+    # registry order within MNIST (standalone before ring), then Fashion-MNIST; 128-D and the
+    # unfinished git run left out
+    assert [(r["loss"], r["dataset"]) for r in rows] == [
+        ("standalone", "mnist"), ("ring", "mnist"), ("triplet", "fashion-mnist")]
+    standalone, ring, _ = rows
+    assert standalone["test acc"] == "0.9000" and standalone["MAP@R"] == "0.6000"
+    assert (standalone["dist/spread"], standalone["NC1"], standalone["norm"],
+            standalone["min angle"]) == ("12.3", "0.0123", "20 ± 2.5", "30")
+    assert standalone["val.gif"] == "![standalone-mnist-feat=2-seed0](../imgs/standalone-mnist-feat=2-seed0/val.gif)"
+    assert standalone["what it shows"] == "ten clusters on a circle"
+    assert ring["val.gif"] == "-" and ring["what it shows"] == "-" and ring["recipe"] == "fast"
+    assert ring["weights"] == "w_ring=0.01"  # the paper's default, named
+
+
 def test_old_runs_read_their_test_split_under_the_new_names(tmp_path):
     """Runs made before the validation split logged val_* for the test split: every table
     reads them as test_*."""
