@@ -111,9 +111,21 @@ class ScatterFigure:
         if with_centers:
             handles.append(Line2D([], [], ls="none", marker="X", markersize=10,
                                   markeredgecolor="black", markerfacecolor="lightgray", label="center"))
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
-                  fontsize=10, handletextpad=0.3, borderaxespad=0.0)
+        self.legend = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                                frameon=False, fontsize=10, handletextpad=0.3, borderaxespad=0.0)
         self.title = ax.set_title("", fontsize=11)
+        self.fit_legend()
+
+    def fit_legend(self, pad=0.1):
+        """Widen the figure until the legend's longest name fits (the axes keep their size
+        and place in inches), once, before the first frame: every frame has one size."""
+        width, height = self.fig.get_size_inches()
+        right = self.legend.get_window_extent(self.fig.canvas.get_renderer()).x1 / self.fig.dpi
+        if right + pad > width:
+            left, bottom, w, h = self.ax.get_position(original=True).bounds
+            scale = width / (right + pad)
+            self.fig.set_size_inches(right + pad, height)
+            self.ax.set_position([left * scale, bottom, w * scale, h])
 
     def set_limits(self, limits):
         self.ax.set_xlim(limits[0], limits[1])

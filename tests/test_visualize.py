@@ -141,6 +141,26 @@ def test_gif_has_one_frame_per_epoch_and_val_per_evaluation(tmp_path):
     assert train.shape[1:] == val.shape[1:]
 
 
+def test_a_long_class_name_widens_the_frame_instead_of_being_cut():
+    """Fashion-MNIST's "Ankle boot (unseen)" ran past the frame's right edge: the figure
+    widens to the legend, the axes keep their size, and every frame has the new size."""
+    short = plots.ScatterFigure(["a", "b"], (-1, 1, -1, 1))
+    long = plots.ScatterFigure(["T-shirt/top", "Trouser"], (-1, 1, -1, 1),
+                               unseen_names=["Ankle boot", "a much longer class name"])
+    renderer = long.fig.canvas.get_renderer()
+    width_px = long.fig.get_size_inches()[0] * long.fig.dpi
+    assert long.legend.get_window_extent(renderer).x1 <= width_px
+    assert long.fig.get_size_inches()[0] > short.fig.get_size_inches()[0]
+    size = lambda f: f.ax.get_position(original=True).width * f.fig.get_size_inches()[0]  # noqa: E731
+    assert size(long) == pytest.approx(size(short))  # the axes, in inches
+    frames = [long.render(np.random.default_rng(i).normal(size=(50, 2)), np.arange(50) % 2,
+                          None, f"frame {i}", unseen=np.zeros((3, 2)),
+                          unseen_labels=np.array([0, 1, 1])) for i in range(2)]
+    assert frames[0].shape == frames[1].shape == (round(long.fig.get_size_inches()[1] * long.fig.dpi),
+                                                  round(width_px), 3)
+    assert short.fig.get_size_inches()[0] == pytest.approx(7.6)  # short names: as before
+
+
 def test_limits_ignore_a_single_outlier():
     rng = np.random.default_rng(0)
     points = rng.normal(size=(10_000, 2))
