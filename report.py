@@ -688,8 +688,8 @@ sample std over n seeds."""
 
 FAMILY_TEXT = """Every objective under one recipe (`python sweep.py --loss ... --dataset D --feat-dim
 2 --seed 0 --log-dir log/family -- --recipe fast --amp --img-dir imgs/family`: MNIST 5
-epochs, Fashion-MNIST 10), exported to `results/family/`: one seed each, so a row shows what an objective does, not that it
-beats another (the fair comparison above answers that). weights: the objective's own
+epochs, Fashion-MNIST 10), exported to `results/family/`: one seed each, so a row shows
+what an objective does, not that it beats another (the fair comparison above answers that). weights: the objective's own
 hyperparameters, its paper's defaults unless the recipe column says otherwise. After the
 last epoch, on the test features: accuracy, retrieval, and the geometry
 (`losses.geometry_metrics`): dist/spread, the mean distance between two class centers over
