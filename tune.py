@@ -44,11 +44,13 @@ def optuna():
 
 
 def search_space(loss):
-    """The names searched for `loss`: COMMON, CENTERS where it has centers, and each of its
-    numeric hyperparameters that declares a search range and always applies (a choice such
-    as --head-loss, and what applies only with one choice, keep their defaults)."""
+    """The names searched for `loss`: COMMON, CENTERS where it learns centers (the optimizer's
+    "centers" group: a pair loss's class means are buffers, which --lr-cent does not move),
+    and each of its numeric hyperparameters that declares a search range and always applies
+    (a choice such as --head-loss, and what applies only with one choice, keep their
+    defaults)."""
     names = list(COMMON)
-    if build_objective(loss, 2, 2).centers is not None:
+    if any(n.endswith("centers") for n, _ in build_objective(loss, 2, 2).named_parameters()):
         names += list(CENTERS)
     return names + [h.name for h in hypers_of(loss) if h.search is not None
                     and h.type is not str and h.only_if is None]
