@@ -63,8 +63,8 @@ def smoke(tmp_path, script, device="cpu"):
     return report_of(tmp_path, script, "--quick", "--fake", *SMOKE_FLAGS[script], device=device)
 
 
-def check_pairs(stdout, report, models, losses, measures):
-    assert "FAKE" in report["meta"]["data"] and "FAKE" in stdout
+def check_pairs(stdout, report, models, losses, measures, data="FAKE"):
+    assert data in report["meta"]["data"] and data in stdout
     assert set(report["results"]) == set(models)
     for model, per_loss in report["results"].items():
         assert set(per_loss) == set(losses)
@@ -74,23 +74,17 @@ def check_pairs(stdout, report, models, losses, measures):
             assert f"{model:<7}{loss:<11}" in stdout  # its row in the table
 
 
-def test_step(tmp_path):
-    stdout, report = smoke(tmp_path, "step.py")
+def test_step(tmp_path, data_dir):
+    """Its smoke run on MNIST files in torchvision's layout under --data-dir (the other
+    benchmarks' smoke runs cover --fake)."""
+    stdout, report = report_of(tmp_path, "step.py", "--quick", "--data-dir", data_dir)
     assert "ours img/s" in stdout and "base img/s" in stdout
     assert positive(report["rates"]["mm_gflops"]) and positive(report["rates"]["conv_ref_gflops"])
-    check_pairs(stdout, report, ["lenet", "resnet"], ["standalone"], STEP_MEASURES)
+    check_pairs(stdout, report, ["lenet", "resnet"], ["standalone"], STEP_MEASURES,
+                data="real MNIST")
     r = report["results"]["lenet"]["standalone"]
     assert len(r["ours_img_s_repeats"]) == len(r["baseline_img_s_repeats"]) == 2
     assert positive(report["resnet_epoch_s_est"])
-
-
-def test_step_reads_mnist_files(tmp_path, data_dir):
-    """Without --fake: MNIST files in torchvision's layout under --data-dir."""
-    stdout, report = report_of(tmp_path, "step.py", "--quick", "--data-dir", data_dir, "--models",
-                               "lenet", "--losses", "cent", "--steps", "1", "--repeats", "1",
-                               "--warmup", "0", "--workers", "0")
-    assert report["meta"]["data"] == "real MNIST"
-    assert positive(report["results"]["lenet"]["cent"]["ratio"])
 
 
 def test_epoch_overhead(tmp_path):

@@ -56,13 +56,12 @@ def finished_run(tmp_path_factory, data_dir):
 
 # ----------------------------------------------------------------------------- resume
 
-@pytest.mark.parametrize("extra", [
-    ["--scheduler", "step", "--step-size", "1", "--gamma", "0.5"],
-    # a per-step schedule (warm-up + cosine) and the weight average, Nesterov, label smoothing
-    ["--recipe", "fast", "--warmup-epochs", "0.5"],
-], ids=["epoch-scheduler", "fast-recipe"])
-def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(tmp_path, data_dir, extra):
-    extra = ["--loss", "cent", "--epochs", "3", "--model", "resnet", *extra]
+def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(tmp_path, data_dir):
+    """A per-step schedule (warm-up + cosine), the weight average, Nesterov, label smoothing
+    and BatchNorm: killed in epoch 2, resumed from epoch 1's checkpoint, bit for bit (an
+    epoch scheduler's state rides in the same checkpoint field)."""
+    extra = ["--loss", "cent", "--epochs", "2", "--model", "resnet", "--recipe", "fast",
+             "--warmup-epochs", "0.5"]
     straight = main.train(*flags.parse_args(common(tmp_path / "a", data_dir) + extra))
 
     killed_root = tmp_path / "b"
@@ -79,7 +78,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(tmp_path, data_di
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     run_dir = str(jsonl.parent)
-    assert 1 <= len(metrics(run_dir)) < 3
+    assert len(metrics(run_dir)) == 1
 
     resumed = main.train(*flags.parse_args(["--resume", run_dir, "--no-progress", "--no-plots",
                                            "--data-dir", data_dir]))
@@ -91,11 +90,11 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(tmp_path, data_di
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
     torch.testing.assert_close(a["objective"]["center_loss.centers"],
                                b["objective"]["center_loss.centers"], rtol=0, atol=0)
-    if "--recipe" in extra:  # the per-step schedule and the average went on exactly
-        assert a["scheduler"] == b["scheduler"] and a["scheduler"]["last_epoch"] > 0
-        assert a["averaged"].keys() == b["averaged"].keys()
-        for key in a["averaged"]:
-            torch.testing.assert_close(a["averaged"][key], b["averaged"][key], rtol=0, atol=0)
+    # the per-step schedule and the average went on exactly
+    assert a["scheduler"] == b["scheduler"] and a["scheduler"]["last_epoch"] > 0
+    assert a["averaged"].keys() == b["averaged"].keys()
+    for key in a["averaged"]:
+        torch.testing.assert_close(a["averaged"][key], b["averaged"][key], rtol=0, atol=0)
 
 
 def test_resume_extends_a_finished_run(finished_run, data_dir):
