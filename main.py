@@ -69,6 +69,9 @@ def train(args, explicit, handle_signals=False, clock=None):
                 clock.lap("training", device)
                 evaluating = epoch % args.eval_every == 0 or epoch == last
                 evaluated, idx = net if averaged is None else averaged.module, seen.nonzero().squeeze(1)
+                # a pair loss predicts from class means: the trained net's (its running train
+                # acc) come from this epoch's features; evaluate() gives the evaluated its own
+                net.objective.observe(train_features[idx], data.train.labels[idx])
                 kept, centers = {}, engine.centers_of(evaluated.objective, train_features[idx],
                                                       data.train.labels[idx], len(data.classes))
                 if evaluating:

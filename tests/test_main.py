@@ -17,6 +17,7 @@ import main
 from conftest import ROOT
 from losses import build_objective
 from models import build_model
+import rundir
 from rundir import load_checkpoint, read_jsonl
 
 
@@ -190,6 +191,22 @@ def test_each_new_loss_trains_one_epoch(tmp_path, data_dir, loss):
         features = engine.extract_features(net, test, utils.Dist(), 2, 64, torch.channels_last)
         acc = (objective.predict(features) == test.labels).double().mean().item()
     assert acc == pytest.approx(r["test_acc"])
+
+
+def test_a_pair_loss_under_the_weight_average_predicts_its_training_batches(tmp_path, data_dir):
+    """The evaluated copy (the average) observes the clean features; the trained net's class
+    means, which its running train acc predicts with, are those of the epoch's training
+    features (the snapshot's, all 256 of them here), not zeros."""
+    run_dir = run_main(tmp_path, data_dir, "--loss", "triplet", "--epochs", "1", "--subset", "256",
+                       "--model", "lenet", "--lr", "0.001", "--ema-decay", "0.9")
+    ckpt = load_checkpoint(os.path.join(run_dir, "last.pt"))
+    (path,) = rundir.snapshot_paths(run_dir)
+    snap = rundir.load_snapshot(path)
+    features, labels = torch.as_tensor(snap["train_features"]), torch.as_tensor(snap["train_labels"])
+    assert len(labels) == 256
+    means = torch.stack([features[labels == c].mean(0) for c in range(10)])
+    assert ckpt["objective"]["observed"].all()
+    torch.testing.assert_close(ckpt["objective"]["means"], means)
 
 
 def test_the_clean_training_metric_by_hand(tmp_path, data_dir):
