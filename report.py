@@ -686,17 +686,19 @@ OPENSET_TEXT = """Trained without the held-out classes; their test images are re
 themselves (P@1, MAP@R on Euclidean distance), the seen classes keep their accuracy. Mean ±
 sample std over n seeds."""
 
-FAMILY_TEXT = """Every objective under one recipe (`python sweep.py --loss ... --dataset D --feat-dim
-2 --seed 0 --log-dir log/family -- --recipe fast --amp --img-dir imgs/family`: MNIST 5
-epochs, Fashion-MNIST 10), exported to `results/family/`: one seed each, so a row shows
-what an objective does, not that it beats another (the fair comparison above answers that). weights: the objective's own
-hyperparameters, its paper's defaults unless the recipe column says otherwise. After the
-last epoch, on the test features: accuracy, retrieval, and the geometry
-(`losses.geometry_metrics`): dist/spread, the mean distance between two class centers over
-the mean distance of a sample to its center; NC1, tr(Sigma_W Sigma_B^+) / C (Papyan, Han &
-Donoho 2020); norm, the features' length, mean ± std; min angle, the smallest angle between
-two centers in degrees. what it shows: the GIF's last frames, one line each
-(`results/family/gifs.json`)."""
+FAMILY_TEXT = """Every objective with the fair comparison's tuning budget, then one longer run
+(`python sweep.py --tune --trials 4 --epochs 3 --loss ... --dataset D --feat-dim 2 --log-dir
+log/family -- --recipe fast --subset 20000`, then `python sweep.py --loss ... --seed 0 --log-dir
+log/family -- --recipe tuned --epochs E --amp --img-dir imgs/family`: MNIST 5 epochs,
+Fashion-MNIST 10), exported to `results/family/`. One seed each, so a row shows what an
+objective does, not that it beats another. weights: the objective's own hyperparameters as
+tuned (recipe `tuned`) or its paper's defaults (any other recipe). After the last epoch:
+accuracy and retrieval on the test split (read once), and the geometry of the deciding split's
+features (validation; test under the published protocol), from `losses.geometry_metrics`:
+dist/spread, the mean distance between two class centers over the mean distance of a sample
+to its center; NC1, tr(Sigma_W Sigma_B^+) / C (Papyan, Han & Donoho 2020); norm, the
+features' length, mean ± std; min angle, the smallest angle between two centers in degrees.
+what it shows: the GIF's last frames, one line each (`results/family/gifs.json`)."""
 
 # results/'s folders that are not a run of the reproduction table
 NOT_RUNS = ("trials", "fair", "budget", "openset", "family", "figures", "tune", "speed")
