@@ -92,7 +92,8 @@ def build_parser():
                    help="sgd (the reference) or adamw (--momentum and --nesterov unused)")
     g.add_argument("--lr", type=float, default=0.01, help="learning rate of the net")
     g.add_argument("--lr-cent", "--lr_cent", type=float, default=None,
-                   help="learning rate of the centers (default: --lr)")
+                   help="learning rate of the centers, or of a proxy loss's proxies "
+                   "(default: --lr)")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=False,
                    help="Nesterov momentum")

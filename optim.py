@@ -9,10 +9,23 @@ SCHEDULERS = ("plateau", "step", "cosine", "warmup-cosine", "none")
 PER_STEP_SCHEDULERS = ("warmup-cosine",)  # stepped after every batch, not every epoch
 
 
+# the points in the feature space an objective learns: its centers, a proxy loss's proxies
+CENTER_PARAMETERS = ("centers", "proxies")
+
+
+def center_parameters(objective):
+    """[(name, parameter)] of the objective's learned points (CENTER_PARAMETERS): the
+    optimizer's "centers" group, with --lr-cent (the proxy losses' papers give their proxies
+    a learning rate of their own, as center loss does its centers). Class-weight matrices of
+    the softmax-like heads stay with the net, as xent's classifier does."""
+    return [(n, p) for n, p in objective.named_parameters() if n.endswith(CENTER_PARAMETERS)]
+
+
 def build_optimizer(args, model, objective):
-    """SGD (or AdamW, --optimizer adamw) over the model and the objective; the centers in a
-    group of their own (--lr-cent). With --wd-exempt, BatchNorm weights, biases and centers
-    (every parameter that is not a conv or linear weight matrix) get no weight decay. AdamW
+    """SGD (or AdamW, --optimizer adamw) over the model and the objective; the centers (and
+    proxies) in a group of their own (--lr-cent). With --wd-exempt, BatchNorm weights, biases
+    and centers (every parameter that is not a conv or linear weight matrix) get no weight
+    decay. AdamW
     decouples the decay from the gradient (w -= lr * wd * w) and ignores --momentum and
     --nesterov."""
     decay = args.weight_decay
@@ -23,8 +36,9 @@ def build_optimizer(args, model, objective):
         groups.setdefault((lr, wd, name), []).append(p)
     for p in model.parameters():
         add(p, args.lr, decay if p.ndim > 1 else exempt, "model")
-    for n, p in objective.named_parameters():
-        if n.endswith("centers"):
+    centers = {id(p) for _, p in center_parameters(objective)}
+    for p in objective.parameters():
+        if id(p) in centers:
             add(p, args.lr_cent or args.lr, exempt, "centers")
         else:
             add(p, args.lr, decay if p.ndim > 1 else exempt, "model")

@@ -24,6 +24,7 @@ import recipes
 import rundir
 from losses import build_objective, hypers_of
 from losses.hyper import suggest
+from optim import center_parameters
 from utils import UserError, die_with_parent
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,13 +45,14 @@ def optuna():
 
 
 def search_space(loss):
-    """The names searched for `loss`: COMMON, CENTERS where it learns centers (the optimizer's
-    "centers" group: a pair loss's class means are buffers, which --lr-cent does not move),
+    """The names searched for `loss`: COMMON, CENTERS where it learns centers or proxies (the
+    optimizer's "centers" group; a pair loss's class means are buffers, which --lr-cent does
+    not move),
     and each of its numeric hyperparameters that declares a search range and always applies
     (a choice such as --head-loss, and what applies only with one choice, keep their
     defaults)."""
     names = list(COMMON)
-    if any(n.endswith("centers") for n, _ in build_objective(loss, 2, 2).named_parameters()):
+    if center_parameters(build_objective(loss, 2, 2)):
         names += list(CENTERS)
     return names + [h.name for h in hypers_of(loss) if h.search is not None
                     and h.type is not str and h.only_if is None]

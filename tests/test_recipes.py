@@ -161,6 +161,22 @@ def test_weight_decay_exempts_batchnorm_biases_and_centers(optimizer, kind):
     assert {g["weight_decay"] for g in opt.param_groups} == {1e-3}
 
 
+@pytest.mark.parametrize("loss, learned", [("proxy-anchor", "loss_fn.proxies"),
+                                           ("normface", None), ("triplet", None)])
+def test_proxies_get_the_centers_learning_rate_and_class_weights_the_nets(loss, learned):
+    pytest.importorskip("pytorch_metric_learning")
+    args = parse("--loss", loss, "--lr", "0.01", "--lr-cent", "0.5", "--weight-decay", "1e-3",
+                 "--wd-exempt")
+    objective = build_objective(loss, 10, 2)
+    opt = optim.build_optimizer(args, build_model("lenet", 2, 1, 28), objective)
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    for name, p in objective.named_parameters():
+        g = group_of[id(p)]
+        expected = ("centers", 0.5, 0.0) if name == learned else ("model", 0.01, 1e-3)
+        assert (g["name"], g["lr"], g["weight_decay"]) == expected, name
+    assert [n for n, _ in optim.center_parameters(objective)] == ([learned] if learned else [])
+
+
 def test_weight_average_warms_up_its_decay():
     net = nn.Linear(1, 1, bias=False)
     averaged = optim.build_averaged(net, decay=0.9)

@@ -50,9 +50,10 @@ def test_search_space_comes_from_the_registry():
     assert "lr_cent" in tune.search_space("standalone") and "lr_cent" not in tune.search_space("xent")
     assert {"weight_inter", "inter_delta"} <= set(tune.search_space("standalone"))
     assert "weight_cent" in tune.search_space("cent")
-    # a pair loss's class means are buffers and proxies have their own group: no --lr-cent
+    # a pair loss's class means are buffers, which --lr-cent does not move; proxies are learned
     assert "lr_cent" not in tune.search_space("triplet")
-    assert "lr_cent" not in tune.search_space("proxy-anchor")
+    assert "lr_cent" in tune.search_space("proxy-anchor")
+    assert "lr_cent" not in tune.search_space("normface")  # class weights: the net's group
 
 
 def test_tune_runs_n_trials_without_test_files_and_writes_a_recipe(tmp_path, no_test_data):
