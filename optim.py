@@ -25,9 +25,8 @@ def build_optimizer(args, model, objective):
     """SGD (or AdamW, --optimizer adamw) over the model and the objective; the centers (and
     proxies) in a group of their own (--lr-cent). With --wd-exempt, BatchNorm weights, biases
     and centers (every parameter that is not a conv or linear weight matrix) get no weight
-    decay. AdamW
-    decouples the decay from the gradient (w -= lr * wd * w) and ignores --momentum and
-    --nesterov."""
+    decay. AdamW decouples the decay from the gradient (w -= lr * wd * w) and ignores
+    --momentum and --nesterov."""
     decay = args.weight_decay
     exempt = decay if not args.wd_exempt else 0.0
     groups = {}  # (lr, weight decay, name) -> params

@@ -47,10 +47,9 @@ def optuna():
 def search_space(loss):
     """The names searched for `loss`: COMMON, CENTERS where it learns centers or proxies (the
     optimizer's "centers" group; a pair loss's class means are buffers, which --lr-cent does
-    not move),
-    and each of its numeric hyperparameters that declares a search range and always applies
-    (a choice such as --head-loss, and what applies only with one choice, keep their
-    defaults)."""
+    not move), and each of its numeric hyperparameters that declares a search range and
+    always applies (a choice such as --head-loss, and what applies only with one choice, keep
+    their defaults)."""
     names = list(COMMON)
     if center_parameters(build_objective(loss, 2, 2)):
         names += list(CENTERS)
