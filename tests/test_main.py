@@ -14,10 +14,10 @@ import engine
 import flags
 import utils
 import main
+import rundir
 from conftest import ROOT
 from losses import build_objective
 from models import build_model
-import rundir
 from rundir import load_checkpoint, read_jsonl
 
 
