@@ -120,13 +120,15 @@ def tuned_entry(path, loss, dataset, feat_dim):
 
 
 def write_tuned(path, loss, dataset, feat_dim, settings, source):
-    """Add (or replace) one tuned entry in the file, atomically."""
+    """Add (or replace) one tuned entry in the file, atomically; tuners that finish at once
+    each keep their entry."""
     import rundir  # the one writer of files
-    data = read_tuned(path)
-    data.setdefault(dataset, {}).setdefault(str(feat_dim), {})[loss] = {
-        "settings": settings, "source": source}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    rundir.atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    with rundir.folder_locked(path):
+        data = read_tuned(path)
+        data.setdefault(dataset, {}).setdefault(str(feat_dim), {})[loss] = {
+            "settings": settings, "source": source}
+        rundir.atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def settings(recipe, loss, dataset=None, feat_dim=None, recipe_file=TUNED_FILE):

@@ -8,6 +8,7 @@ half-written one. Older runs measured `val_*` on the official test split; read_r
 their records the `test_*` names, so every reader sees one vocabulary.
 """
 import argparse
+import contextlib
 import fcntl
 import glob
 import json
@@ -49,6 +50,19 @@ def atomic_write_text(path, text):
         with open(tmp, "w") as f:
             f.write(text)
     atomic_write(path, write)
+
+
+@contextlib.contextmanager
+def folder_locked(path):
+    """Hold an exclusive lock on the folder that holds `path` (blocking) for a read-modify-write
+    of `path` that another process may be doing at the same time. The folder, not the file:
+    atomic_write replaces the file, so a lock on it would guard an inode nobody reads again."""
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def writable_dir(path, what, create=True):

@@ -2,6 +2,7 @@
 groups, the weight average."""
 import json
 import math
+import multiprocessing
 import os
 
 import pytest
@@ -191,3 +192,28 @@ def test_weight_average_warms_up_its_decay():
         expected = v if expected is None else d * expected + (1 - d) * v
         assert averaged.module.weight.item() == pytest.approx(expected, rel=1e-6)
     assert averaged.n_averaged.device.type == "cpu"
+
+
+
+def _write_entries(path, name, start):
+    start.wait()
+    for i in range(150):
+        recipes.write_tuned(path, f"{name}{i}", "mnist", 2, {"lr": i}, {"trials": 1})
+
+
+def test_tuners_writing_at_once_keep_each_others_entries(tmp_path):
+    """Two studies (say two chains of sweep.py --tune) finishing together write the same
+    tuned.json: each write reads the file, adds its entry and replaces it, so without a lock
+    one writer's replace drops the other's entry."""
+    path = str(tmp_path / "tuned.json")
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(2)
+    writers = [context.Process(target=_write_entries, args=(path, name, start)) for name in "ab"]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=120)
+    assert [w.exitcode for w in writers] == [0, 0]
+    written = recipes.read_tuned(path)["mnist"]["2"]
+    assert sorted(written) == sorted(f"{name}{i}" for name in "ab" for i in range(150))
+    assert written["b7"] == {"settings": {"lr": 7}, "source": {"trials": 1}}
