@@ -194,7 +194,6 @@ def test_weight_average_warms_up_its_decay():
     assert averaged.n_averaged.device.type == "cpu"
 
 
-
 def _write_entries(path, name, start):
     start.wait()
     for i in range(150):
