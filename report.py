@@ -615,9 +615,10 @@ def speed_headline(results_dir):
     reports = speed_reports(results_dir)
     if not reports:
         return "(no report in results/speed/ yet)\n"
-    # the newest report that sets quick beside fast, else the newest
+    # the newest report (by the date it was made, not its file name) that sets quick beside
+    # fast, else the newest
     both = [(p, r) for p, r in reports if {"fast", "quick"} <= {k[2] for k in speed_groups(r)}]
-    path, report = (both or reports)[-1]
+    path, report = max(both or reports, key=lambda pr: pr[1]["meta"]["date"])
     groups = speed_groups(report)
     rows = []
     for (dataset, loss, label), runs in groups.items():

@@ -266,6 +266,15 @@ def test_speed_table_headline_and_figure_against_hand_numbers(tmp_path):
     assert report.speed_headline(str(tmp_path)) == head
     assert report.speed_machine(alone).endswith("2026-12-03, main.py --no-amp")
     (tmp_path / "speed" / "zz-quick-fp32.json").unlink()
+    # newest is the date it was made, not the file name: a later report on another machine
+    # under a name that sorts first takes the README's table; an earlier one does not
+    other = dict(made, meta=dict(made["meta"], device_name="Other CPU", date="2026-12-03T09:00:00"))
+    (tmp_path / "speed" / "a-other.json").write_text(json.dumps(other))
+    assert report.speed_headline(str(tmp_path)).startswith("Other CPU, 2 threads")
+    other["meta"]["date"] = "2026-12-02T09:00:00"
+    (tmp_path / "speed" / "a-other.json").write_text(json.dumps(other))
+    assert report.speed_headline(str(tmp_path)) == head
+    (tmp_path / "speed" / "a-other.json").unlink()
     [(caption, figure)] = report.speed_figures([(path, made)], str(tmp_path / "figures"), draw=True)
     import matplotlib.image
     image = matplotlib.image.imread(figure)
