@@ -1,6 +1,7 @@
 """The house rules, checked: no module imports main.py, no import cycles, no function over 80
 lines (the parsers and the plotting code aside), the README's length, links and layout."""
 import ast
+import glob
 import os
 import re
 
@@ -117,6 +118,18 @@ def test_readme_layout_matches_the_files():
     files = {f for f in os.listdir(ROOT) if f.endswith(".py")}
     folders = {f + "/" for f in ("losses", "models", "bench", "results", "docs", "imgs", "tests")}
     assert files | folders <= listed, (files | folders) - listed
+
+
+def test_the_docs_take_their_numbers_from_the_results_page():
+    # a four-decimal figure (an accuracy, a MAP@R, a mean or a std) in an answer page is one
+    # the generated results page prints; differences and p-values are derived from those
+    page = open(os.path.join(ROOT, "results", "README.md")).read()
+    pages = glob.glob(os.path.join(ROOT, "docs", "*.md"))
+    assert len(pages) > 1
+    for path in pages:
+        text = open(path).read()
+        for number in re.findall(r"(?<![\d.])\d\.\d{4}(?!\d)", text):
+            assert number in page, (os.path.basename(path), number)
 
 
 def test_readme_headline_is_what_the_report_writes():
