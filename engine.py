@@ -250,7 +250,8 @@ def load_data(args, device):
     keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))[:size].sort().values
     clean = datasets.Split(train.images[keep.to(device)], train.labels[keep.to(device)], train.classes)
     return SimpleNamespace(train=train, val=val, test=test, unseen=unseen, clean=clean,
-                           spec=datasets.augmentation(args.dataset, train.images.shape[-1]),
+                           spec=(datasets.augmentation(args.dataset, train.images.shape[-1])
+                                 if getattr(args, "augment", True) else {}),
                            classes=train.classes)
 
 

@@ -67,6 +67,9 @@ def build_parser():
     g.add_argument("--held-out-classes", "--held_out_classes", default=None, metavar="LIST",
                    help="open-set: train without these classes ('5,6,7,8,9' or 'half') and "
                    "evaluate retrieval among their test images (unseen_*)")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="augment the training batches (the dataset's own: a small rotation on "
+                   "the digits, flips and shifts on the photos; --no-augment: the images as they are)")
     g.add_argument("--image-size", "--image_size", type=int, default=None,
                    help="folder: datasets: resize every image to SxS")
     g.add_argument("--channels", type=int, default=None, choices=(1, 3),

@@ -209,6 +209,25 @@ def test_a_pair_loss_under_the_weight_average_predicts_its_training_batches(tmp_
     torch.testing.assert_close(ckpt["objective"]["means"], means)
 
 
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_no_augment_trains_on_the_images_as_they_are(data_dir, dataset):
+    """--no-augment: every training batch is the stored images of its indices, scaled to
+    [0, 1]; by default the same batches are rotated (digits) or flipped and shifted (photos)."""
+    def batches(*extra):
+        args = flags.parse_args(["--data-dir", data_dir, "--no-download", "--dataset", dataset,
+                                 "--subset", "128", *extra])[0]
+        data = engine.load_data(args, torch.device("cpu"))
+        return data, list(datasets.train_batches(data.train, 32, 0, 1, data.spec))
+    data, plain = batches("--no-augment")
+    assert data.spec == {} and len(plain) == 4
+    for x, y, idx in plain:
+        torch.testing.assert_close(x, data.train.images[idx].float() / 255, rtol=0, atol=0)
+        assert torch.equal(y, data.train.labels[idx])
+    _, augmented = batches()
+    assert [torch.equal(a[2], p[2]) for a, p in zip(augmented, plain)] == [True] * 4  # same order
+    assert not any(torch.equal(a[0], p[0]) for a, p in zip(augmented, plain))
+
+
 def test_the_clean_training_metric_by_hand(tmp_path, data_dir):
     """train_eval_acc: the evaluated weights on a fixed subset of the training images (never
     the held-out validation ones), unaugmented, the size of the validation split; recomputed
