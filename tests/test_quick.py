@@ -67,7 +67,9 @@ def test_quick_recipe_values_and_what_the_user_types_wins():
     for loss in ("xent", "cent", "standalone"):
         args = parse("--recipe", "quick", "--loss", loss)
         assert (args.epochs, args.lr, args.scheduler, args.warmup_epochs, args.batch_size) == \
-            (1.5, 0.1, "warmup-cosine", 0.5, 128)
+            (1.5, 0.2, "warmup-cosine", 0.5, 64)  # MNIST's own batch and rate
+        args = parse("--recipe", "quick", "--loss", loss, "--dataset", "fashion-mnist")
+        assert (args.epochs, args.lr, args.batch_size) == (2, 0.1, 128)
         assert args.ema_decay == 0.99 and args.nesterov and args.val_size == 0
         assert args.eval_every > args.epochs  # evaluated once, after the last epoch
         assert args.amp == "auto"
@@ -105,9 +107,10 @@ def test_the_schedule_by_step_with_a_fractional_budget():
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert lrs[:5] == pytest.approx([0.02, 0.036, 0.052, 0.068, 0.084])
-    assert lrs[5:] == pytest.approx([0.05 * (1 + math.cos(math.pi * k / 10)) for k in range(10)])
-    assert lrs == pytest.approx([lr_at(k, 15, 5, 0.1) for k in range(15)])
+    assert args.lr == 0.2
+    assert lrs[:5] == pytest.approx([0.04, 0.072, 0.104, 0.136, 0.168])
+    assert lrs[5:] == pytest.approx([0.1 * (1 + math.cos(math.pi * k / 10)) for k in range(10)])
+    assert lrs == pytest.approx([lr_at(k, 15, 5, 0.2) for k in range(15)])
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     # a length in steps: the same schedule over exactly those steps
     args = parse("--recipe", "quick", "--steps", "23")
@@ -123,7 +126,7 @@ def test_the_schedule_by_step_with_a_fractional_budget():
 
 def test_a_partial_last_epoch_end_to_end(tmp_path, data_dir):
     run_dir = main.train(*flags.parse_args(common(tmp_path, data_dir) + [
-        "--recipe", "quick", "--loss", "cent", "--epochs", "1.5"]))
+        "--recipe", "quick", "--loss", "cent", "--epochs", "1.5", "--lr", "0.1"]))
     records = metrics(run_dir)
     assert [r["epoch"] for r in records] == [1, 2]  # an int index, as older readers expect
     assert "epoch_fraction" not in records[0] and records[1]["epoch_fraction"] == 0.5
