@@ -251,7 +251,7 @@ def load_data(args, device):
     clean = datasets.Split(train.images[keep.to(device)], train.labels[keep.to(device)], train.classes)
     return SimpleNamespace(train=train, val=val, test=test, unseen=unseen, clean=clean,
                            spec=(datasets.augmentation(args.dataset, train.images.shape[-1])
-                                 if getattr(args, "augment", True) else {}),
+                                 if args.augment else {}),
                            classes=train.classes)
 
 
