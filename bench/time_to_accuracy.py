@@ -55,8 +55,9 @@ FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 POLL_S = 0.05
 GRACE_S = 120  # after SIGTERM, the step in flight and the exit; then SIGKILL
 # --quick: batches of 32 (8 steps an epoch of the 256 generated images), 6 steps in all (a
-# partial epoch), no pictures
-QUICK_FLAGS = ["--batch-size", "32", "--steps", "6", "--no-plots"]
+# partial epoch), no pictures, at lr 0.05: the generated images' few steps at quick's 0.2 can
+# blow the strided ResNet's stem up (standalone: non-finite evaluated features)
+QUICK_FLAGS = ["--batch-size", "32", "--steps", "6", "--no-plots", "--lr", "0.05"]
 QUICK_SIZES = (256, 128)
 
 
@@ -135,7 +136,7 @@ def measure_run(cfg, spec, data_dir, work, rates, flops):
            "status": "budget" if budget_hit else "finished" if code == 0
            else "stopped at the target" if code == 130 and cfg.stop_at_target and reached is not None
            else f"failed ({code})",
-           **rate_of(run_dir, records, data_dir, spec, rates, flops)}
+           **rate_of(run_dir, records, data_dir, spec, rates, flops, cfg.device_type)}
     if code not in (0, 130) or not records:
         with open(out) as f:
             run["output_tail"] = f.read()[-2000:]
@@ -144,9 +145,10 @@ def measure_run(cfg, spec, data_dir, work, rates, flops):
     return run
 
 
-def rate_of(run_dir, records, data_dir, spec, rates, flops):
+def rate_of(run_dir, records, data_dir, spec, rates, flops, device):
     """What the run directory says of a run: its settings, fixed costs (train.log's timing
-    line), steps, and training rate (steps/s, img/s, GFLOP/s, and of the convolution rate)."""
+    line), steps, and training rate (steps/s, img/s, GFLOP/s of its model, and of the
+    convolution rate). flops: {model: {loss: FLOPs per image}}, filled in as runs need them."""
     try:
         args = rundir.read_args(run_dir)
     except UserError:  # it failed before writing args.json
@@ -159,8 +161,12 @@ def rate_of(run_dir, records, data_dir, spec, rates, flops):
     training_s = (timings.get("training", 0) + timings.get("first step", 0)
                   or sum(r.get("seconds", 0) for r in records))
     img_s = steps * batch / training_s if training_s else None
-    gflops = flops[spec["loss"]] * img_s / 1e9 if img_s else None
-    return {"epochs": args.get("epochs"), "amp": args.get("amp"), "amp_auto": args.get("amp_auto"),
+    model = args.get("model", "resnet")
+    per_model = flops.setdefault(model, {})
+    if spec["loss"] not in per_model:
+        per_model[spec["loss"]] = flops_per_image(model, spec["loss"], device)
+    gflops = per_model[spec["loss"]] * img_s / 1e9 if img_s else None
+    return {"model": model, "epochs": args.get("epochs"), "amp": args.get("amp"), "amp_auto": args.get("amp_auto"),
             "epochs_done": rundir.epochs_done(records[-1]) if records else 0, "steps": steps,
             "steps_per_s": steps / training_s if training_s else None, "img_s": img_s,
             "achieved_gflops": gflops,
@@ -170,10 +176,10 @@ def rate_of(run_dir, records, data_dir, spec, rates, flops):
 
 # ----------------------------------------------------------------------------- the machine
 
-def flops_per_image(loss, device):
-    """Forward + backward FLOPs per 28x28 image of the reference ResNet with loss's objective."""
+def flops_per_image(model_name, loss, device):
+    """Forward + backward FLOPs per 28x28 image of the model with loss's objective."""
     torch.manual_seed(0)
-    model = build_model("resnet", 2, 1, 28).to(device)
+    model = build_model(model_name, 2, 1, 28).to(device)
     objective = build_objective(loss, 10, 2).to(device)
     x, y = torch.rand(16, 1, 28, 28, device=device), torch.arange(16, device=device) % 10
     counter = FlopCounterMode(display=False)
@@ -276,7 +282,7 @@ def run(cfg):
         data_dir, description = data_folder(cfg, work)
         mm, conv = common.matmul_gflops(device)
         rates = {"mm_gflops": mm, "conv_ref_gflops": conv}
-        flops = {loss: flops_per_image(loss, device) for loss in cfg.losses}
+        flops = {}
         repeats = 1 if cfg.quick else 3
         m = common.meta(cfg, device, data_source=description, budget_seconds=cfg.budget_seconds,
                         targets=cfg.targets, seeds=cfg.seeds, slow_seeds=cfg.slow_seeds,

@@ -1,8 +1,8 @@
 """Feature extractors: images (N, C, H, W) -> features (N, feat_dim)."""
 from .lenet import LeNetPP
-from .resnet import SmallResNet
+from .resnet import SmallResNet, StridedResNet
 
-MODELS = {"resnet": SmallResNet, "lenet": LeNetPP}
+MODELS = {"resnet": SmallResNet, "resnet-s2": StridedResNet, "lenet": LeNetPP}
 
 
 def build_model(name, feat_dim, in_channels, image_size):
@@ -11,4 +11,4 @@ def build_model(name, feat_dim, in_channels, image_size):
     return MODELS[name](feat_dim=feat_dim, in_channels=in_channels, image_size=image_size)
 
 
-__all__ = ["LeNetPP", "SmallResNet", "MODELS", "build_model"]
+__all__ = ["LeNetPP", "SmallResNet", "StridedResNet", "MODELS", "build_model"]

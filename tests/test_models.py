@@ -1,11 +1,11 @@
-"""Both feature extractors map 1x28x28 and 3x32x32 images to (batch, feat_dim)."""
+"""The feature extractors map 1x28x28 and 3x32x32 images to (batch, feat_dim)."""
 import pytest
 import torch
 
 from models import build_model
 
 
-@pytest.mark.parametrize("name", ["lenet", "resnet"])
+@pytest.mark.parametrize("name", ["lenet", "resnet", "resnet-s2"])
 @pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
 @pytest.mark.parametrize("feat_dim", [2, 128])
 def test_feature_shape(name, channels, size, feat_dim):
@@ -24,6 +24,28 @@ def test_resnet_is_the_reference_size():
     assert 350_000 < n < 450_000
 
 
+def test_strided_resnet_is_the_resnet_on_a_quarter_of_the_map():
+    """The same parameters (names and shapes) as the ResNet; every block sees half the side
+    (MNIST: 14, 7, 7, 4, 4 where the ResNet has 26, 13, 13, 7, 7), so a quarter of the
+    activations, and a state_dict of one loads into the other."""
+    torch.manual_seed(0)
+    base, strided = build_model("resnet", 2, 1, 28), build_model("resnet-s2", 2, 1, 28)
+    assert {k: v.shape for k, v in base.state_dict().items()} == \
+        {k: v.shape for k, v in strided.state_dict().items()}
+    strided.load_state_dict(base.state_dict())
+
+    def block_sides(model):
+        sides = []
+        hooks = [m.register_forward_hook(lambda m, i, o: sides.append(o.shape[-1]))
+                 for m in model.features if type(m).__name__ == "PreActBlock"]
+        model(torch.rand(2, 1, 28, 28))
+        for h in hooks:
+            h.remove()
+        return sides
+    assert block_sides(base) == [26, 13, 13, 7, 7]
+    assert block_sides(strided) == [14, 7, 7, 4, 4]
+
+
 def test_unknown_model():
-    with pytest.raises(ValueError, match="resnet, lenet"):
+    with pytest.raises(ValueError, match="resnet, resnet-s2, lenet"):
         build_model("vgg", 2, 1, 28)

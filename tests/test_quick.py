@@ -66,16 +66,18 @@ def assert_same_run(a, b):
 def test_quick_recipe_values_and_what_the_user_types_wins():
     for loss in ("xent", "cent", "standalone"):
         args = parse("--recipe", "quick", "--loss", loss)
-        assert (args.epochs, args.lr, args.scheduler, args.warmup_epochs, args.batch_size) == \
-            (1.5, 0.2, "warmup-cosine", 0.5, 64)  # MNIST's own batch and rate
+        assert (args.model, args.epochs, args.lr, args.scheduler, args.warmup_epochs,
+                args.batch_size) == ("resnet-s2", 3, 0.1 if loss == "standalone" else 0.2,
+                                     "warmup-cosine", 0.5, 64)  # MNIST's own
         args = parse("--recipe", "quick", "--loss", loss, "--dataset", "fashion-mnist")
-        assert (args.epochs, args.lr, args.batch_size) == (2, 0.1, 128)
+        assert (args.model, args.epochs, args.lr, args.batch_size) == ("resnet", 2, 0.1, 128)
         assert args.ema_decay == 0.99 and args.nesterov and args.val_size == 0
         assert args.eval_every > args.epochs  # evaluated once, after the last epoch
         assert args.amp == "auto"
     assert parse("--recipe", "quick", "--no-amp").amp is False
     assert parse("--recipe", "quick", "--amp").amp is True
     assert parse("--recipe", "quick", "--epochs", "2").epochs == 2
+    assert parse("--recipe", "quick", "--model", "resnet").model == "resnet"
     # other recipes: fp32 unless typed, as before --amp had an automatic choice
     assert parse().amp is False and parse("--recipe", "fast").amp is False
     assert parse("--recipe", "fast", "--amp").amp is True
@@ -86,7 +88,7 @@ def test_epochs_take_a_fraction_and_steps_are_the_other_way_to_say_it(capsys):
     assert parse("--epochs", "1.5").epochs == 1.5
     assert parse("--epochs", "2").epochs == 2 and isinstance(parse("--epochs", "2.0").epochs, int)
     assert parse("--steps", "700").steps == 700
-    assert parse("--recipe", "quick", "--steps", "700").epochs == 1.5  # until the data is known
+    assert parse("--recipe", "quick", "--steps", "700").epochs == 3  # until the data is known
     for argv, phrase in ((["--epochs", "two"], "invalid epochs value: 'two'"),
                          (["--epochs", "0.0"], "--epochs must be positive"),
                          (["--steps", "0"], "--steps must be positive"),
@@ -98,7 +100,7 @@ def test_epochs_take_a_fraction_and_steps_are_the_other_way_to_say_it(capsys):
 
 def test_the_schedule_by_step_with_a_fractional_budget():
     """1.5 epochs of 10 steps: 15 steps, 5 of warm-up (0.5 epochs), then 10 of cosine to 0."""
-    args = parse("--recipe", "quick", "--epochs", "1.5")
+    args = parse("--recipe", "quick", "--loss", "xent", "--epochs", "1.5")
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=args.lr)
     assert optim.planned_steps(args, 10) == 15
     sched = optim.build_scheduler(args, opt, 10)
