@@ -43,7 +43,7 @@ from utils import Dist, OneLineParser, UserError, pick_device  # noqa: E402
 TRAIN_IMAGES, VAL_IMAGES, NUM_CLASSES = 60000, 10000, 10  # full MNIST, for per-epoch estimates
 QUICK_TRAIN, QUICK_VAL = 4096, 1024  # --quick --fake: the generated split sizes
 LOSSES = ("standalone", "cent", "xent")
-LR = {"lenet": 0.001, "resnet": 0.01}  # LeNet++ (no BatchNorm) wants --lr 0.001
+LR = {"lenet": 0.001, "resnet": 0.01, "resnet-s2": 0.01}  # LeNet++ (no BatchNorm) wants 0.001
 MM_SIZE = 1024
 
 

@@ -72,10 +72,20 @@ def complete_lines(path):
     return [line for line in text.split("\n")[:-1] if line.strip()]
 
 
+def is_last(run_dir, record):
+    """Is record the run's last (args.json's epochs done), so that what is left is its end
+    (saving, drawing), not more training?"""
+    try:
+        return rundir.epochs_done(record) >= rundir.read_args(run_dir)["epochs"]
+    except (UserError, KeyError, TypeError):
+        return False
+
+
 def watch(cmd, run_dir, budget_s, log_path, stop_at=None):
     """Start cmd, stamp each metrics.jsonl record with the seconds since the start at which it
     appeared, stop the run at the budget (or, given stop_at, once a record's test accuracy
-    reaches it). Returns (records, arrivals, wall_s, returncode, stopped by the budget)."""
+    reaches it, unless that record is its last: the run then ends as a user sees it end).
+    Returns (records, arrivals, wall_s, returncode, stopped by the budget)."""
     jsonl = os.path.join(run_dir, "metrics.jsonl")
     arrivals, termed_at, budget_hit = [], None, False
     with open(log_path, "w") as out:
@@ -91,7 +101,8 @@ def watch(cmd, run_dir, budget_s, log_path, stop_at=None):
             if termed_at is None:
                 budget_hit = now > budget_s
                 at_target = (stop_at is not None and bool(lines)
-                             and (json.loads(lines[-1]).get("test_acc") or 0) >= stop_at)
+                             and (json.loads(lines[-1]).get("test_acc") or 0) >= stop_at
+                             and not is_last(run_dir, json.loads(lines[-1])))
                 if budget_hit or at_target:
                     proc.send_signal(signal.SIGTERM)
                     termed_at = now
@@ -134,7 +145,8 @@ def measure_run(cfg, spec, data_dir, work, rates, flops):
            "returncode": code, "wall_s": wall, "target": target, "target_s": reached,
            "curve": curve, "final_acc": curve[-1][1] if curve else None,
            "status": "budget" if budget_hit else "finished" if code == 0
-           else "stopped at the target" if code == 130 and cfg.stop_at_target and reached is not None
+           else "stopped at the target" if code in (130, -signal.SIGTERM) and cfg.stop_at_target
+           and reached is not None
            else f"failed ({code})",
            **rate_of(run_dir, records, data_dir, spec, rates, flops, cfg.device_type)}
     if code not in (0, 130) or not records:

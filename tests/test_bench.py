@@ -182,6 +182,20 @@ def test_time_to_accuracy_slow_seeds_and_stop_at_target(tmp_path):
         [sys.executable, "-c", code], str(tmp_path), 300, str(tmp_path / "out"), stop_at=0.99)
     assert [r["test_acc"] for r in records] == [0.5, 0.99] and len(arrivals) == 2
     assert returncode == -signal.SIGTERM and not budget_hit and wall < 60
+    # a run whose record at the target is its last (args.json's epochs) is left to end as it
+    # would for a user (saving, drawing): exit 0, its whole wall time
+    run_dir = tmp_path / "last"
+    run_dir.mkdir()
+    (run_dir / "args.json").write_text(json.dumps({"loss": "xent", "dataset": "mnist",
+                                                   "feat_dim": 2, "epochs": 1.5}))
+    code = (f"import time\nf = open({str(run_dir / 'metrics.jsonl')!r}, 'w')\n"
+            "for line in ('{\"epoch\": 1, \"test_acc\": 0.5}',\n"
+            "             '{\"epoch\": 2, \"epoch_fraction\": 0.5, \"test_acc\": 0.99}'):\n"
+            "    f.write(line + '\\n'); f.flush(); time.sleep(0.5)\ntime.sleep(1)\n")
+    records, _, wall, returncode, budget_hit = tta.watch(
+        [sys.executable, "-c", code], str(run_dir), 300, str(tmp_path / "out"), stop_at=0.99)
+    assert [r["test_acc"] for r in records] == [0.5, 0.99]
+    assert returncode == 0 and not budget_hit and wall >= 2
 
 
 @CUDA
