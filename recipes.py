@@ -14,7 +14,7 @@ user types win, and args.json records the resolved values.
     quick      about a minute on two CPU cores: fast's schedule fitted to a budget of 1.5
                epochs (half an epoch of warm-up, lr 0.1; 2 on Fashion-MNIST), one evaluation at
                the end, bf16 autocast where the device has native bf16 (--amp); on MNIST the
-               strided ResNet (--model resnet-s2, 0.45x the step time) for 3 epochs of batch 64
+               strided ResNet (--model resnet-s2, half the step time) for 3 epochs of batch 64
                at lr 0.2 (standalone 0.1)
     tuned      fast's schedule with the settings `sweep.py --tune` found for this loss,
                dataset and feat_dim on the held-out validation split (--recipe-file)

@@ -681,7 +681,8 @@ stamps each metrics.jsonl record with the second it appeared. s to target: from 
 the first evaluation at the target test accuracy, median over the seeds ((k/n): the seeds that
 reached it); test acc: after the last evaluation (the quick recipe evaluates once, at its
 end), mean ± sample std over n seeds; wall s: start to exit, median; fast / quick: the ratio
-of the two times to the target. Runs with --stop-at-target end at the target."""
+of the two times to the target. Runs with --stop-at-target end at the target, unless it is
+their last evaluation."""
 
 OPENSET_TEXT = """Trained without the held-out classes; their test images are retrieved among
 themselves (P@1, MAP@R on Euclidean distance), the seen classes keep their accuracy. Mean ±

@@ -437,7 +437,7 @@ def fixed_width(rows, columns):
             *("".join(cell(fmt(row), width) for _, width, fmt in columns) for row in rows)]
 
 
-PAIR_COLUMNS = [("model", -7, lambda r: r["model"]), ("loss", -11, lambda r: r["loss"])]
+PAIR_COLUMNS = [("model", -11, lambda r: r["model"]), ("loss", -11, lambda r: r["loss"])]
 
 
 def pair_rows(results):

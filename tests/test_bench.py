@@ -71,7 +71,7 @@ def check_pairs(stdout, report, models, losses, measures, data="FAKE"):
         for loss, r in per_loss.items():
             for key in measures:
                 assert positive(r[key]), (model, loss, key, r.get(key))
-            assert f"{model:<7}{loss:<11}" in stdout  # its row in the table
+            assert f"{model:<11}{loss:<11}" in stdout  # its row in the table
 
 
 def test_step(tmp_path, data_dir):
@@ -107,7 +107,7 @@ def test_variants(tmp_path):
     for name, v in r["variants"].items():
         assert positive(v["img_s"]) and positive(v["speedup"]) and positive(v["setup_s"]), name
         assert len(v["img_s_repeats"]) == 2
-        assert f"{'lenet':<7}{'standalone':<11}{name}" in stdout
+        assert f"{'lenet':<11}{'standalone':<11}{name}" in stdout
 
 
 def test_retrieval(tmp_path):
