@@ -76,8 +76,10 @@ def build_parser():
                    help="folder: datasets: 1 (grey) or 3 (RGB) (default: from the images)")
     g = p.add_argument_group("model")
     g.add_argument("--model", default="resnet", choices=list(MODELS),
-                   help="resnet: the reference runs' small pre-activation ResNet; lenet: LeNet++ "
-                   "(no BatchNorm: train it with --lr 0.001)")
+                   help="resnet: the reference runs' small pre-activation ResNet; resnet-s2: "
+                   "its layers on a stride-2 stem (a quarter of the map, half the step time; "
+                   "--recipe quick's on MNIST); lenet: LeNet++ (no BatchNorm: train it with "
+                   "--lr 0.001)")
     g.add_argument("--feat-dim", "--feat_dim", type=int, default=2,
                    help="size of the learned features (2: drawn as they are)")
     g.add_argument("--sync-bn", "--sync_bn", action="store_true",
