@@ -24,6 +24,7 @@ budget curve (seconds, accuracy) per recipe; --quick-epochs adds runs of the qui
 at other lengths to that curve. Also the interpreter's own start-up and `import torch`,
 measured alone. The table is Markdown, for the README's speed section.
 """
+import functools
 import json
 import os
 import signal
@@ -72,13 +73,12 @@ def complete_lines(path):
     return [line for line in text.split("\n")[:-1] if line.strip()]
 
 
-def is_last(run_dir, record):
-    """Is record the run's last (args.json's epochs done), so that what is left is its end
-    (saving, drawing), not more training?"""
+def planned_epochs(run_dir):
+    """args.json's epochs, or None before the run has written it."""
     try:
-        return rundir.epochs_done(record) >= rundir.read_args(run_dir)["epochs"]
-    except (UserError, KeyError, TypeError):
-        return False
+        return rundir.read_args(run_dir)["epochs"]
+    except UserError:
+        return None
 
 
 def watch(cmd, run_dir, budget_s, log_path, stop_at=None):
@@ -87,7 +87,7 @@ def watch(cmd, run_dir, budget_s, log_path, stop_at=None):
     reaches it, unless that record is its last: the run then ends as a user sees it end).
     Returns (records, arrivals, wall_s, returncode, stopped by the budget)."""
     jsonl = os.path.join(run_dir, "metrics.jsonl")
-    arrivals, termed_at, budget_hit = [], None, False
+    arrivals, termed_at, budget_hit, planned = [], None, False, None
     with open(log_path, "w") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=common.ROOT, stdout=out, stderr=subprocess.STDOUT)
@@ -100,9 +100,12 @@ def watch(cmd, run_dir, budget_s, log_path, stop_at=None):
                 break
             if termed_at is None:
                 budget_hit = now > budget_s
-                at_target = (stop_at is not None and bool(lines)
-                             and (json.loads(lines[-1]).get("test_acc") or 0) >= stop_at
-                             and not is_last(run_dir, json.loads(lines[-1])))
+                last = json.loads(lines[-1]) if lines else {}
+                at_target = stop_at is not None and (last.get("test_acc") or 0) >= stop_at
+                if at_target:  # and not its last record: what is left is its end, not training
+                    planned = planned or planned_epochs(run_dir)
+                    at_target = not (planned and "epoch" in last
+                                     and rundir.epochs_done(last) >= planned)
                 if budget_hit or at_target:
                     proc.send_signal(signal.SIGTERM)
                     termed_at = now
@@ -122,7 +125,7 @@ def train_size(data_dir, dataset, args):
     return min(n, args.get("subset") or n) - (args.get("val_size") or 0)
 
 
-def measure_run(cfg, spec, data_dir, work, rates, flops):
+def measure_run(cfg, spec, data_dir, work, rates):
     """One main.py run of spec (dataset, loss, recipe, label, seed, its own flags): its times,
     accuracy, fixed costs and training rate."""
     name = f"{spec['dataset']}-{spec['loss']}-{spec['label']}-s{spec['seed']}"
@@ -148,7 +151,7 @@ def measure_run(cfg, spec, data_dir, work, rates, flops):
            else "stopped at the target" if code in (130, -signal.SIGTERM) and cfg.stop_at_target
            and reached is not None
            else f"failed ({code})",
-           **rate_of(run_dir, records, data_dir, spec, rates, flops, cfg.device_type)}
+           **rate_of(run_dir, records, data_dir, spec, rates, cfg.device_type)}
     if code not in (0, 130) or not records:
         with open(out) as f:
             run["output_tail"] = f.read()[-2000:]
@@ -157,10 +160,10 @@ def measure_run(cfg, spec, data_dir, work, rates, flops):
     return run
 
 
-def rate_of(run_dir, records, data_dir, spec, rates, flops, device):
+def rate_of(run_dir, records, data_dir, spec, rates, device):
     """What the run directory says of a run: its settings, fixed costs (train.log's timing
     line), steps, and training rate (steps/s, img/s, GFLOP/s of its model, and of the
-    convolution rate). flops: {model: {loss: FLOPs per image}}, filled in as runs need them."""
+    convolution rate)."""
     try:
         args = rundir.read_args(run_dir)
     except UserError:  # it failed before writing args.json
@@ -174,10 +177,7 @@ def rate_of(run_dir, records, data_dir, spec, rates, flops, device):
                   or sum(r.get("seconds", 0) for r in records))
     img_s = steps * batch / training_s if training_s else None
     model = args.get("model", "resnet")
-    per_model = flops.setdefault(model, {})
-    if spec["loss"] not in per_model:
-        per_model[spec["loss"]] = flops_per_image(model, spec["loss"], device)
-    gflops = per_model[spec["loss"]] * img_s / 1e9 if img_s else None
+    gflops = flops_per_image(model, spec["loss"], device) * img_s / 1e9 if img_s else None
     return {"model": model, "epochs": args.get("epochs"), "amp": args.get("amp"), "amp_auto": args.get("amp_auto"),
             "epochs_done": rundir.epochs_done(records[-1]) if records else 0, "steps": steps,
             "steps_per_s": steps / training_s if training_s else None, "img_s": img_s,
@@ -188,8 +188,10 @@ def rate_of(run_dir, records, data_dir, spec, rates, flops, device):
 
 # ----------------------------------------------------------------------------- the machine
 
+@functools.cache
 def flops_per_image(model_name, loss, device):
-    """Forward + backward FLOPs per 28x28 image of the model with loss's objective."""
+    """Forward + backward FLOPs per 28x28 image of the model with loss's objective (device:
+    its type), counted once per process."""
     torch.manual_seed(0)
     model = build_model(model_name, 2, 1, 28).to(device)
     objective = build_objective(loss, 10, 2).to(device)
@@ -294,7 +296,6 @@ def run(cfg):
         data_dir, description = data_folder(cfg, work)
         mm, conv = common.matmul_gflops(device)
         rates = {"mm_gflops": mm, "conv_ref_gflops": conv}
-        flops = {}
         repeats = 1 if cfg.quick else 3
         m = common.meta(cfg, device, data_source=description, budget_seconds=cfg.budget_seconds,
                         targets=cfg.targets, seeds=cfg.seeds, slow_seeds=cfg.slow_seeds,
@@ -302,7 +303,11 @@ def run(cfg):
                         interpreter_s=seconds_of("pass", repeats),
                         import_torch_s=seconds_of("import torch", repeats))
         common.log(f"bench: {m['device']}, {m['threads']} threads, {description}")
-        runs = [measure_run(cfg, spec, data_dir, work, rates, flops) for spec in specs(cfg)]
+        runs = [measure_run(cfg, spec, data_dir, work, rates) for spec in specs(cfg)]
+        flops = {}  # of the (model, loss) pairs the runs trained
+        for r in runs:
+            flops.setdefault(r["model"], {})[r["loss"]] = flops_per_image(r["model"], r["loss"],
+                                                                          device.type)
     results, curve = summarize(runs, cfg)
     report = {"meta": m, "rates": rates, "flops_per_image": flops, "results": results,
               "budget_curve": curve, "runs": runs}
