@@ -82,9 +82,13 @@ def save_figure(fig, path):
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=os.path.splitext(path)[1][1:]))
 
 
+CENTER_SIZE = 160  # points^2: a ring about 13 points across
+
+
 class ScatterFigure:
-    """One figure reused for every frame: the points, the centers (black-edged X in the class
-    colour), a legend of class names beside the axes, fixed square limits. render() redraws
+    """One figure reused for every frame: the points, the centers (hollow rings in the class
+    colour with a black outline, so that a cluster drawn tight around its center stays
+    visible inside the ring), a legend of class names beside the axes, fixed square limits. render() redraws
     only what changed and returns the frame as (H, W, 3) uint8; all frames have one size."""
 
     def __init__(self, names, limits, xlabel="feature 1", ylabel="feature 2", with_centers=True,
@@ -101,16 +105,17 @@ class ScatterFigure:
         ax.grid(True, lw=0.4, alpha=0.4)
         self.points = ax.scatter([], [], s=1, linewidths=0, alpha=0.7)
         self.unseen = ax.scatter([], [], s=1, marker="^", linewidths=0, alpha=0.7)
-        self.centers = ax.scatter([], [], s=160, marker="X", edgecolors="black",
-                                  linewidths=1.2, zorder=3)
+        ring = dict(s=CENTER_SIZE, marker="o", facecolors="none")
+        self.center_outlines = ax.scatter([], [], edgecolors="black", linewidths=3.2, zorder=3, **ring)
+        self.centers = ax.scatter([], [], linewidths=1.6, zorder=4, **ring)
         handles = [Line2D([], [], ls="none", marker="o", markersize=8, markeredgewidth=0,
                           markerfacecolor=c, label=name) for c, name in zip(self.colors, names)]
         handles += [Line2D([], [], ls="none", marker="^", markersize=8, markeredgewidth=0,
                            markerfacecolor=c, label=f"{name} (unseen)")
                     for c, name in zip(self.unseen_colors, unseen_names)]
         if with_centers:
-            handles.append(Line2D([], [], ls="none", marker="X", markersize=10,
-                                  markeredgecolor="black", markerfacecolor="lightgray", label="center"))
+            handles.append(Line2D([], [], ls="none", marker="o", markersize=10, markeredgewidth=2,
+                                  markeredgecolor="black", markerfacecolor="none", label="center"))
         self.legend = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                                 frameon=False, fontsize=10, handletextpad=0.3, borderaxespad=0.0)
         self.title = ax.set_title("", fontsize=11)
@@ -145,8 +150,9 @@ class ScatterFigure:
         if centers is None:
             centers = np.zeros((0, 2))
         centers = as_2d(centers)
+        self.center_outlines.set_offsets(centers)
         self.centers.set_offsets(centers)
-        self.centers.set_facecolor(self.colors[:len(centers)])
+        self.centers.set_edgecolor(self.colors[:len(centers)])
         self.title.set_text(title)
         self.fig.canvas.draw()
         return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()

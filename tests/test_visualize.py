@@ -163,6 +163,29 @@ def test_a_long_class_name_widens_the_frame_instead_of_being_cut():
     assert short.fig.get_size_inches()[0] == pytest.approx(7.6)  # short names: as before
 
 
+def test_a_tight_cluster_stays_visible_inside_a_center_marker():
+    """A run whose clusters shrink to dots around their centers (standalone, cent) hid each
+    cluster under a filled center marker: the ring is hollow, so the points inside it show,
+    even where a class's points sit on another class's center; the ring is in its class colour."""
+    canvas = plots.ScatterFigure(["a", "b"], (-10, 10, -10, 10))
+    points = np.random.default_rng(0).normal(scale=0.05, size=(2000, 2))  # class b at (0, 0)
+    frame = canvas.render(points, np.ones(2000, dtype=np.int64), np.array([[0.0, 0.0], [3.3, 3.7]]), "t")
+    height = frame.shape[0]
+
+    def pixel(xy):
+        x, y = canvas.ax.transData.transform(xy)
+        return frame[height - int(round(y)), int(round(x))].astype(float)
+
+    colors = canvas.colors[:2, :3] * 255
+    nearest = lambda rgb: int(np.argmin(((colors - rgb) ** 2).sum(axis=1)))  # noqa: E731
+    assert nearest(pixel((0.0, 0.0))) == 1  # b's points, not a's marker
+    assert np.abs(pixel((3.3, 3.7)) - 255).max() < 10  # an empty ring: the background inside
+    radius = np.sqrt(plots.CENTER_SIZE) / 2 * canvas.fig.dpi / 72  # pixels
+    x, y = canvas.ax.transData.transform((3.3, 3.7))
+    ring = frame[height - int(round(y)), int(round(x + radius)) - 1].astype(float)
+    assert np.abs(ring - colors[1]).max() < 40  # b's center: a ring in b's colour
+
+
 def test_limits_ignore_a_single_outlier():
     rng = np.random.default_rng(0)
     points = rng.normal(size=(10_000, 2))
