@@ -16,7 +16,7 @@ import rundir
 from losses import build_objective, center_statistics, class_means, declared, nearest_center
 from losses import geometry, retrieval_metrics
 from models import build_model
-from optim import build_optimizer
+from optim import build_optimizer, learning_rates
 from utils import UserError
 
 
@@ -167,7 +167,9 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
     end. After every step: the per-step `scheduler` (if any) and the weight average
     `averaged` (if any). clock (utils.Clock): the process's first step gets a lap of its own.
     Returns the epoch's mean loss terms, train accuracy, and the features computed during
-    the epoch (`features`, with `seen` marking the samples the epoch used)."""
+    the epoch (`features`, with `seen` marking the samples the epoch used). With a per-step
+    scheduler also `lr_steps`: [epochs done, the net's lr] before the first step, every
+    --log-interval steps and after the last, the schedule as it ran within the epoch."""
     net.train()
     device = train.labels.device
     n, per_epoch = len(train), len(train) // args.batch_size
@@ -177,12 +179,15 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
     correct = torch.zeros((), dtype=torch.int64, device=device)
     params = [p for p in net.parameters()]
     names, term_log, checked = None, None, 0
+    lr_steps = []
     batches = datasets.train_batches(train, args.batch_size, args.seed, epoch, spec, ddp.rank,
                                      ddp.world_size, memory_format_of(args))
     progress = tqdm(itertools.islice(batches, steps), total=steps, leave=False,
                     desc=f"epoch {epoch}/{rundir.epochs_text(args.epochs)}", disable=not bar,
                     dynamic_ncols=True)
     for step, (x, y, idx) in enumerate(progress):
+        if scheduler is not None and step % args.log_interval == 0:
+            lr_steps.append([epoch - 1 + step / per_epoch, learning_rates(optimizer)["lr"]])
         f, terms = step_net(x, y)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -215,6 +220,8 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
     means = ddp.sum(term_log.mean(0)) / ddp.world_size
     stats = {f"train_{k}": v for k, v in zip(names, means.tolist())}
     stats["train_acc"] = ddp.sum(correct).item() / (steps * args.batch_size)
+    if scheduler is not None:
+        stats["lr_steps"] = lr_steps + [[epoch - 1 + steps / per_epoch, learning_rates(optimizer)["lr"]]]
     ddp.sum(features)
     ddp.sum(seen)
     return stats, features, seen.bool()

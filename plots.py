@@ -254,8 +254,9 @@ def draw_projection(snap, split, path, args, names, method):
 # ----------------------------------------------------------------------------- curves, centers
 
 def series(records, key):
-    """(epochs, values) of the records that have `key`."""
-    pairs = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+    """(epochs done, values) of the records that have `key`: a partial last epoch's record
+    sits where it ended (1.5, not 2)."""
+    pairs = [(epochs_done(r), r[key]) for r in records if r.get(key) is not None]
     return (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], dtype=np.float64))
 
 
@@ -278,13 +279,13 @@ def draw_curves(records, path, args):
     evaluated = [r for r in records if r.get(f"{d}_acc") is not None]
 
     ax = axes[0]
-    ax.plot(*series(records, "train_loss"), color="black", lw=2, label="loss")
+    ax.plot(*series(records, "train_loss"), color="black", lw=2, marker=".", label="loss")
     for term in loss_terms(records[-1]):
-        ax.plot(*series(records, "train_" + term), label=term)
+        ax.plot(*series(records, "train_" + term), marker=".", label=term)
     ax.set(title="training loss (weighted terms)", ylabel="loss")
 
     ax = axes[1]
-    ax.plot(*series(records, "train_acc"), color="tab:blue", alpha=0.5,
+    ax.plot(*series(records, "train_acc"), color="tab:blue", alpha=0.5, marker=".",
             label="train (running, augmented)")
     ax.plot(*series(records, "train_eval_acc"), color="tab:blue", marker=".", label="train (clean)")
     ax.plot(*series(records, f"{d}_acc"), color="tab:orange", marker=".", label=d)
@@ -306,9 +307,9 @@ def draw_curves(records, path, args):
            ylabel="accuracy difference")
 
     ax = axes[3]
-    ax.step(*series(records, "lr"), where="post", color="tab:green", label="lr")
+    ax.plot(*lr_curve(records), color="tab:green", label="lr")
     if any(r.get("lr_centers") is not None for r in records):
-        ax.step(*series(records, "lr_centers"), where="post", color="tab:olive", ls="--",
+        ax.plot(*lr_curve(records, "lr_centers"), color="tab:olive", ls="--",
                 label="centers' lr (--lr-cent)")
     ax.set_yscale("log")
     ax.set(title="learning rate", ylabel="lr")
@@ -335,15 +336,37 @@ def draw_curves(records, path, args):
         ax.set_yscale("log")
     ax.set(title="geometry (higher ratio, lower NC1: tighter classes)", ylabel="ratio")
 
-    epoch_axes(axes, legend_size=8)
+    epoch_axes(axes, legend_size=8, span=(0, epochs_done(records[-1])))
     fig.tight_layout()
     save_figure(fig, path)
     return path
 
 
-def epoch_axes(axes, legend_size=9):
-    """The common finish of per-epoch panels: x in whole epochs, a light grid, a legend."""
+def lr_curve(records, key="lr"):
+    """(epochs done, learning rate) as the run ran it: each epoch's lr from its start
+    (epoch - 1) to its end, or under a per-step schedule the lr_steps the epoch recorded (the
+    net's; another group, such as the centers', scaled by its ratio at the epoch's start)."""
+    xs, ys = [], []
+    for r in records:
+        if r.get(key) is None:
+            continue
+        if r.get("lr_steps") and r.get("lr"):
+            points = np.array(r["lr_steps"], dtype=np.float64) * [1.0, r[key] / r["lr"]]
+        else:
+            points = [(r["epoch"] - 1, r[key]), (epochs_done(r), r[key])]
+        for x, y in points:
+            xs.append(x)
+            ys.append(y)
+    return np.array(xs), np.array(ys, dtype=np.float64)
+
+
+def epoch_axes(axes, legend_size=9, span=None):
+    """The common finish of per-epoch panels: x in whole epochs (span: one range for all,
+    so a run evaluated once does not get a panel of its own scale), a light grid, a legend."""
     for ax in axes:
+        if span is not None:
+            pad = 0.03 * max(span[1] - span[0], 1)
+            ax.set_xlim(span[0] - pad, span[1] + pad)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, lw=0.4, alpha=0.5)

@@ -62,7 +62,7 @@ def epoch_scalars(record, dataset):
     """{tag: value} for every number of a metrics.jsonl record (its epoch is the step)."""
     out = {}
     for key, value in record.items():
-        if key == "epoch" or value is None:
+        if key in ("epoch", "lr_steps") or value is None:  # lr_steps: by step, in curves.png
             continue
         if isinstance(value, list):  # per class, or the symmetric center-to-center matrix
             value = np.asarray(value, dtype=np.float64)

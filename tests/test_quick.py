@@ -128,7 +128,8 @@ def test_the_schedule_by_step_with_a_fractional_budget():
 
 def test_a_partial_last_epoch_end_to_end(tmp_path, data_dir):
     run_dir = main.train(*flags.parse_args(common(tmp_path, data_dir) + [
-        "--recipe", "quick", "--loss", "cent", "--epochs", "1.5", "--lr", "0.1"]))
+        "--recipe", "quick", "--loss", "cent", "--epochs", "1.5", "--lr", "0.1",
+        "--log-interval", "3"]))
     records = metrics(run_dir)
     assert [r["epoch"] for r in records] == [1, 2]  # an int index, as older readers expect
     assert "epoch_fraction" not in records[0] and records[1]["epoch_fraction"] == 0.5
@@ -136,6 +137,14 @@ def test_a_partial_last_epoch_end_to_end(tmp_path, data_dir):
     total, warmup = round(1.5 * STEPS), round(0.5 * STEPS)
     assert records[0]["lr"] == pytest.approx(lr_at(0, total, warmup, 0.1))
     assert records[1]["lr"] == pytest.approx(lr_at(STEPS, total, warmup, 0.1))
+    # the schedule as it ran: before steps 0, 3, 6, ... of each epoch and after its last, at
+    # the epochs done (the last at 1.5, where the cosine has reached 0)
+    for r, first, steps in ((records[0], 0, STEPS), (records[1], STEPS, total - STEPS)):
+        at = list(range(0, steps, 3)) + [steps]
+        assert [x for x, _ in r["lr_steps"]] == pytest.approx([(first + k) / STEPS for k in at])
+        assert [lr for _, lr in r["lr_steps"]] == pytest.approx(
+            [lr_at(first + k, total, warmup, 0.1) for k in at], abs=1e-12)
+    assert records[1]["lr_steps"][-1] == pytest.approx([1.5, 0.0], abs=1e-12)
     ckpt = load_checkpoint(os.path.join(run_dir, "last.pt"))
     assert ckpt["epoch"] == 2 and ckpt["scheduler"]["last_epoch"] == total
     assert ckpt["averaged"]["n_averaged"].item() == total

@@ -186,6 +186,36 @@ def test_a_tight_cluster_stays_visible_inside_a_center_marker():
     assert np.abs(ring - colors[1]).max() < 40  # b's center: a ring in b's colour
 
 
+def test_the_learning_rate_is_drawn_as_it_ran():
+    """Each epoch's lr spans that epoch (from epochs done - 1 to epochs done), not the next
+    one; under a per-step schedule the curve is the epoch's lr_steps, and the centers' group
+    follows it at its own ratio."""
+    per_epoch = [{"epoch": 1, "lr": 0.1}, {"epoch": 2, "lr": 0.02, "epoch_fraction": 0.5}]
+    xs, ys = plots.lr_curve(per_epoch)
+    assert xs.tolist() == [0, 1, 1, 1.5] and ys.tolist() == [0.1, 0.1, 0.02, 0.02]
+    stepped = [{"epoch": 1, "lr": 0.01, "lr_centers": 0.05,
+                "lr_steps": [[0.0, 0.01], [0.5, 0.1], [1.0, 0.04]]},
+               {"epoch": 2, "lr": 0.04, "lr_centers": 0.2, "lr_steps": [[1.0, 0.04], [2.0, 0.0]]}]
+    xs, ys = plots.lr_curve(stepped)
+    assert xs.tolist() == [0, 0.5, 1, 1, 2] and ys.tolist() == [0.01, 0.1, 0.04, 0.04, 0.0]
+    xs, ys = plots.lr_curve(stepped, "lr_centers")
+    assert xs.tolist() == [0, 0.5, 1, 1, 2] and ys == pytest.approx([0.05, 0.5, 0.2, 0.2, 0.0])
+
+
+def test_a_run_evaluated_once_shares_the_epoch_axis(tmp_path, monkeypatch):
+    """A quick run evaluates once, after its last epoch: its panels of one point got an axis of
+    their own (1.90 to 2.10); every panel now spans the run, 0 to the epochs done."""
+    run_dir = fake_run(tmp_path, epochs=3, eval_every=1000)
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
+    plots.draw_curves(read_metrics(run_dir), str(tmp_path / "curves.png"),
+                      json.load(open(os.path.join(run_dir, "args.json"))))
+    limits = {ax.get_xlim() for ax in figures[0].axes}
+    assert len(limits) == 1
+    (lo, hi), = limits
+    assert lo < 0 < 3 < hi < 3.2
+
+
 def test_limits_ignore_a_single_outlier():
     rng = np.random.default_rng(0)
     points = rng.normal(size=(10_000, 2))
