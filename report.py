@@ -610,29 +610,39 @@ def speed_figures(reports, figures_dir, draw=False):
 
 
 def speed_headline(results_dir):
-    """The README's speed table: per loss, quick's accuracy over seeds and time beside fast's
-    time to the target, from the newest report in results/speed/ that has both."""
+    """The README's speed table: per dataset and loss, quick's accuracy over seeds and time
+    beside fast's time to the target, each dataset from the newest report in results/speed/
+    that has both recipes on it (else its newest); datasets in the order they were first
+    measured."""
     reports = speed_reports(results_dir)
     if not reports:
         return "(no report in results/speed/ yet)\n"
-    # the newest report (by the date it was made, not its file name) that sets quick beside
-    # fast, else the newest
-    both = [(p, r) for p, r in reports if {"fast", "quick"} <= {k[2] for k in speed_groups(r)}]
-    path, report = max(both or reports, key=lambda pr: pr[1]["meta"]["date"])
-    groups = speed_groups(report)
-    rows = []
-    for (dataset, loss, label), runs in groups.items():
-        if label != "quick":
-            continue
-        fast = groups.get((dataset, loss, "fast"), [])
+    by_date = sorted(reports, key=lambda pr: pr[1]["meta"]["date"])  # the date it was made
+    datasets = list(dict.fromkeys(k[0] for _, r in by_date for k in speed_groups(r)))
+    rows, sources = [], []
+    for dataset in datasets:
+        having = [(p, r) for p, r in by_date if any(k[0] == dataset for k in speed_groups(r))]
+        both = [(p, r) for p, r in having
+                if {"fast", "quick"} <= {k[2] for k in speed_groups(r) if k[0] == dataset}]
+        path, report = (both or having)[-1]
+        sources.append((dataset, speed_machine(report),
+                        f"`{os.path.relpath(path, os.path.dirname(results_dir))}`"))
+        groups = speed_groups(report)
         target = report["meta"]["targets"][dataset]
-        rows.append({f"{dataset}, 2-D, to {target:g}": loss,
-                     "quick: test acc": mean_std([r["final_acc"] for r in runs]),
-                     "quick: wall s": f"{statistics.median(r['wall_s'] for r in runs):.0f}",
-                     "fast: s to target": seconds_to_target(fast) if fast else "-",
-                     "fast / quick": ratio_cell(report, dataset, loss)})
-    return (f"{speed_machine(report)} (`{os.path.relpath(path, os.path.dirname(results_dir))}`):"
-            f"\n\n{markdown(rows)}")
+        for (name, loss, label), runs in groups.items():
+            if name != dataset or label != "quick":
+                continue
+            fast = groups.get((dataset, loss, "fast"), [])
+            rows.append({"2-D, end to end": f"{dataset} to {target:g}", "loss": loss,
+                         "quick: test acc": mean_std([r["final_acc"] for r in runs]),
+                         "quick: wall s": f"{statistics.median(r['wall_s'] for r in runs):.0f}",
+                         "fast: s to target": seconds_to_target(fast) if fast else "-",
+                         "fast / quick": ratio_cell(report, dataset, loss)})
+    if len({machine for _, machine, _ in sources}) == 1:  # one machine: named once
+        said = f"{sources[0][1]}: " + ", ".join(f"{d} ({p})" for d, _, p in sources)
+    else:
+        said = "; ".join(f"{d}: {machine} ({p})" for d, machine, p in sources)
+    return f"{said}:\n\n{markdown(rows)}"
 
 
 # ----------------------------------------------------------------------------- the results page

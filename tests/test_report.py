@@ -257,9 +257,10 @@ def test_speed_table_headline_and_figure_against_hand_numbers(tmp_path):
     read["results"]["mnist"]["xent"]["ratios"]["fast/quick"] = 300 / 95
     assert table_rows(report.speed_table(read))[1]["fast / quick"] == "3.2"
     head = report.speed_headline(str(tmp_path))
-    assert head.startswith("Some CPU, 2 threads, torch 2.14.1, 2026-12-03")
+    assert head.startswith("Some CPU, 2 threads, torch 2.14.1, 2026-12-03: mnist (`")
     [row] = table_rows(head.split("\n\n", 1)[1])
-    assert row["mnist, 2-D, to 0.99"] == "xent" and row["fast: s to target"] == "300"
+    assert (row["2-D, end to end"], row["loss"]) == ("mnist to 0.99", "xent")
+    assert row["fast: s to target"] == "300" and row["quick: wall s"] == "100"
     # a later report of quick alone (--main-flags): on the page, not in the README's table
     alone = dict(made, runs=made["runs"][1:], meta=dict(made["meta"], main_flags=["--no-amp"]))
     (tmp_path / "speed" / "zz-quick-fp32.json").write_text(json.dumps(alone))
@@ -275,6 +276,19 @@ def test_speed_table_headline_and_figure_against_hand_numbers(tmp_path):
     (tmp_path / "speed" / "a-other.json").write_text(json.dumps(other))
     assert report.speed_headline(str(tmp_path)) == head
     (tmp_path / "speed" / "a-other.json").unlink()
+    # a later report of another dataset adds its rows under MNIST's, which it does not displace
+    fashion = {"meta": dict(made["meta"], date="2026-12-04T09:00:00", targets={"fashion-mnist": 0.9}),
+               "results": {"fashion-mnist": {"cent": {"ratios": {"fast/quick": 4.0}}}},
+               "runs": [dict(r, dataset="fashion-mnist", loss="cent") for r in made["runs"]]}
+    (tmp_path / "speed" / "a-fashion.json").write_text(json.dumps(fashion))
+    both = report.speed_headline(str(tmp_path))
+    assert both.startswith("mnist: Some CPU, 2 threads, torch 2.14.1, 2026-12-03 (`")
+    assert "; fashion-mnist: Some CPU, 2 threads, torch 2.14.1, 2026-12-04 (`" in both
+    assert "speed/a-fashion.json`):" in both
+    rows = table_rows(both.split("\n\n", 1)[1])
+    assert [(r["2-D, end to end"], r["loss"], r["fast / quick"]) for r in rows] == [
+        ("mnist to 0.99", "xent", "-"), ("fashion-mnist to 0.9", "cent", "4.0")]
+    (tmp_path / "speed" / "a-fashion.json").unlink()
     [(caption, figure)] = report.speed_figures([(path, made)], str(tmp_path / "figures"), draw=True)
     import matplotlib.image
     image = matplotlib.image.imread(figure)
