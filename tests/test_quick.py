@@ -70,7 +70,10 @@ def test_quick_recipe_values_and_what_the_user_types_wins():
                 args.batch_size) == ("resnet-s2", 3, 0.1 if loss == "standalone" else 0.2,
                                      "warmup-cosine", 0.5, 64)  # MNIST's own
         args = parse("--recipe", "quick", "--loss", loss, "--dataset", "fashion-mnist")
-        assert (args.model, args.epochs, args.lr, args.batch_size) == ("resnet", 2, 0.1, 128)
+        assert (args.model, args.epochs, args.lr, args.batch_size) == (
+            "resnet-s2", 3, 0.1 if loss == "standalone" else 0.2, 64)
+        args = parse("--recipe", "quick", "--loss", loss, "--dataset", "cifar10")
+        assert (args.model, args.epochs, args.lr, args.batch_size) == ("resnet", 1.5, 0.1, 128)
         assert args.ema_decay == 0.99 and args.nesterov and args.val_size == 0
         assert args.eval_every > args.epochs  # evaluated once, after the last epoch
         assert args.amp == "auto"
