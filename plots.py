@@ -88,8 +88,9 @@ CENTER_SIZE = 160  # points^2: a ring about 13 points across
 class ScatterFigure:
     """One figure reused for every frame: the points, the centers (hollow rings in the class
     colour with a black outline, so that a cluster drawn tight around its center stays
-    visible inside the ring), a legend of class names beside the axes, fixed square limits. render() redraws
-    only what changed and returns the frame as (H, W, 3) uint8; all frames have one size."""
+    visible inside the ring), a legend of class names beside the axes, fixed square limits.
+    render() redraws only what changed and returns the frame as (H, W, 3) uint8; all frames
+    have one size."""
 
     def __init__(self, names, limits, xlabel="feature 1", ylabel="feature 2", with_centers=True,
                  dpi=100, unseen_names=()):
@@ -299,7 +300,8 @@ def draw_curves(records, path, args):
     ax = axes[2]
     clean = any(r.get("train_eval_acc") is not None for r in evaluated)
     train_key = "train_eval_acc" if clean else "train_acc"
-    gap = [(r["epoch"], r[train_key] - r[f"{d}_acc"]) for r in evaluated if r.get(train_key) is not None]
+    gap = [(epochs_done(r), r[train_key] - r[f"{d}_acc"]) for r in evaluated
+           if r.get(train_key) is not None]
     ax.axhline(0, color="gray", lw=0.8)
     if gap:
         ax.plot(*zip(*gap), color="tab:red", marker=".", label=f"train acc - {d} acc")
@@ -317,7 +319,7 @@ def draw_curves(records, path, args):
     ax = axes[4]
     with_distances = [r for r in evaluated if r.get(f"{d}_center_distances") is not None]
     if with_distances:
-        epochs = [r["epoch"] for r in with_distances]
+        epochs = [epochs_done(r) for r in with_distances]
         ax.plot(epochs, [np.mean(r[f"{d}_dist_to_center_mean"]) for r in with_distances],
                 marker=".", label="mean distance to own center")
         between = [off_diagonal(r[f"{d}_center_distances"]) for r in with_distances]

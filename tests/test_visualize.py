@@ -206,14 +206,23 @@ def test_a_run_evaluated_once_shares_the_epoch_axis(tmp_path, monkeypatch):
     """A quick run evaluates once, after its last epoch: its panels of one point got an axis of
     their own (1.90 to 2.10); every panel now spans the run, 0 to the epochs done."""
     run_dir = fake_run(tmp_path, epochs=3, eval_every=1000)
+    records = read_metrics(run_dir)
     figures = []
     monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
-    plots.draw_curves(read_metrics(run_dir), str(tmp_path / "curves.png"),
+    plots.draw_curves(records, str(tmp_path / "curves.png"),
                       json.load(open(os.path.join(run_dir, "args.json"))))
     limits = {ax.get_xlim() for ax in figures[0].axes}
     assert len(limits) == 1
     (lo, hi), = limits
     assert lo < 0 < 3 < hi < 3.2
+    # a partial last epoch (2.5 epochs): every series ends where the run did
+    records[-1]["epoch_fraction"] = 0.5
+    plots.draw_curves(records, str(tmp_path / "curves.png"),
+                      json.load(open(os.path.join(run_dir, "args.json"))))
+    ends = {line.get_label(): max(line.get_xdata()) for ax in figures[1].axes
+            for line in ax.get_lines()
+            if not line.get_label().startswith("_") and len(line.get_xdata())}
+    assert len(ends) >= 8 and set(ends.values()) == {2.5}, ends
 
 
 def test_limits_ignore_a_single_outlier():
