@@ -2,8 +2,9 @@
 nearest-center prediction, class means, and the geometry statistics of a split."""
 import torch
 import torch.distributed as dist
-# the autograd all-gather that torch.distributed.nn.functional.all_gather now defers to
-from torch.distributed._functional_collectives import all_gather_single
+# the differentiable all-gather (torch >= 2.3; torch.distributed.nn.functional.all_gather is
+# deprecated in its favour, and all_gather_single is autograd-aware only in newer releases)
+from torch.distributed._functional_collectives import all_gather_tensor_autograd
 
 
 def squared_distances(a, b):
@@ -54,7 +55,7 @@ def gather_batch(features, labels):
     of its samples, on whichever rank they live. One process: the inputs themselves."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return features, labels
-    all_features = all_gather_single(features, 0, dist.group.WORLD)
+    all_features = all_gather_tensor_autograd(features, 0, dist.group.WORLD)
     all_labels = [torch.empty_like(labels) for _ in range(dist.get_world_size())]
     dist.all_gather(all_labels, labels)
     return all_features, torch.cat(all_labels)
