@@ -94,7 +94,7 @@ def test_torchrun_matches_one_process(tmp_path, data_dir):
     # by the training dynamics; at lr 1e-3 they reach ~1e-3 after 16 steps, at 3e-4 ~5e-5.
     flags = ["main.py", "--loss", "standalone", "--model", "lenet", "--lr", "0.0003",
              "--epochs", "2", "--batch-size", "64", "--data-dir", data_dir, "--no-download",
-             "--no-progress", "--no-plots", "--tensorboard"]
+             "--no-progress", "--no-plots", "--tensorboard", "--device", "cpu"]  # gloo, any host
     env = dict(os.environ, OMP_NUM_THREADS="1")
     ddp = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
