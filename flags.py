@@ -126,6 +126,10 @@ def build_parser():
                    "recipe's choice: off, except --recipe quick, which turns it on where bf16 is "
                    "native: CUDA, CPUs with AVX512-BF16 or AMX; args.json records the outcome)")
     g.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    g.add_argument("--deterministic", action="store_true",
+                   help="CUDA: deterministic kernels and no cuDNN autotuning, so that a seed "
+                   "repeats a run and a resume continues it bit for bit, at some speed (CPU "
+                   "runs repeat without it); an op with no deterministic kernel warns")
     g.add_argument("--channels-last", "--channels_last", action=argparse.BooleanOptionalAction,
                    default=None, help="channels_last memory format for images and convolutions "
                    "(default: on CPU, and on CUDA with --amp)")

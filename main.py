@@ -21,8 +21,8 @@ import rundir
 from engine import Interrupted, NonFiniteError
 from optim import (PER_STEP_SCHEDULERS, build_averaged, build_scheduler, learning_rates,
                    planned_steps)
-from utils import (Clock, Dist, UserError, pick_device, process_age, rng_state, seed_everything,
-                   set_rng_state)
+from utils import (Clock, Dist, UserError, deterministic, pick_device, process_age, rng_state,
+                   seed_everything, set_rng_state)
 
 
 def train(args, explicit, handle_signals=False, clock=None):
@@ -127,8 +127,7 @@ def setup(args, ddp):
         raise UserError("--sync-bn needs CUDA (SyncBatchNorm has no CPU implementation)")
     if args.plots and ddp.main:
         rundir.writable_dir(args.img_dir, "--img-dir", create=False)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    deterministic(args.deterministic, device)
     return device
 
 
@@ -180,6 +179,8 @@ def open_run(args, run_dir, ddp, data, device, history, steps):
         if args.tensorboard:  # from its first step on, TensorBoard drops what a stopped run wrote
             import tboard
             tb = tboard.Board(run_dir, vars(args), purge_step=start * steps + 1)
+            if args.resume:
+                tb.catch_up(history)
 
     return log, tb
 

@@ -29,6 +29,17 @@ def seed_everything(seed):
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def deterministic(on, device):
+    """--deterministic: cuBLAS's fixed workspace (read when CUDA starts, so set first), the
+    deterministic kernels where torch has them (a warning where it has none), cuDNN's
+    deterministic algorithms. Off: cuDNN picks the fastest algorithm per shape (CUDA)."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not on
+
+
 def rng_state():
     """The global RNG states, as plain data that torch.load(weights_only=True) accepts."""
     np_state = np.random.get_state(legacy=False)

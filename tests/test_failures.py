@@ -16,6 +16,7 @@ import engine
 import flags
 import main
 import rundir
+import utils
 from conftest import ROOT
 from losses import StandaloneCenterLoss
 from rundir import load_checkpoint, read_jsonl
@@ -26,7 +27,7 @@ MAIN = os.path.join(ROOT, "main.py")
 def common(tmp_path, data_dir):
     return ["--data-dir", data_dir, "--no-download", "--log-dir", str(tmp_path / "log"),
             "--img-dir", str(tmp_path / "imgs"), "--no-progress", "--no-plots",
-            "--batch-size", "32"]
+            "--batch-size", "32", "--deterministic"]  # bit for bit on CUDA too
 
 
 def tree(root):
@@ -95,6 +96,29 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_metrics(tmp_path, data_di
     assert a["averaged"].keys() == b["averaged"].keys()
     for key in a["averaged"]:
         torch.testing.assert_close(a["averaged"][key], b["averaged"][key], rtol=0, atol=0)
+
+
+def test_deterministic_is_set_recorded_and_unset(tmp_path, data_dir, monkeypatch):
+    """--deterministic: torch's deterministic kernels (warning where one has none), cuDNN's
+    deterministic algorithms without autotuning, cuBLAS's fixed workspace, and args.json
+    says so; the next run without it turns them off (autotuning back on under CUDA)."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    short = ["--epochs", "1", "--subset", "64", "--model", "lenet"]
+    try:
+        run_dir = main.train(*flags.parse_args(common(tmp_path / "a", data_dir) + short))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert json.load(open(os.path.join(run_dir, "args.json")))["deterministic"] is True
+        argv = [a for a in common(tmp_path / "b", data_dir) if a != "--deterministic"]
+        run_dir = main.train(*flags.parse_args(argv + short))
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cudnn.deterministic
+        assert torch.backends.cudnn.benchmark == (torch.cuda.is_available())
+        assert json.load(open(os.path.join(run_dir, "args.json")))["deterministic"] is False
+    finally:
+        utils.deterministic(False, torch.device("cpu"))
 
 
 def test_resume_extends_a_finished_run(finished_run, data_dir):

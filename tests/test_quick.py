@@ -34,7 +34,7 @@ def parse(*argv):
 def common(tmp_path, data_dir):
     return ["--data-dir", data_dir, "--no-download", "--log-dir", str(tmp_path / "log"),
             "--img-dir", str(tmp_path / "imgs"), "--no-progress", "--no-plots",
-            "--batch-size", "32"]
+            "--batch-size", "32", "--deterministic"]  # bit for bit on CUDA too
 
 
 def metrics(run_dir, drop=("seconds",)):
