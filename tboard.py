@@ -15,7 +15,8 @@ previous log point, read where the epoch already syncs (the non-finite check).
 Resume: an epoch's events are written after its checkpoint, so a stopped run leaves none
 beyond its last checkpoint, but it may leave per-step ones. The resumed run opens its event
 file with purge_step = the first global step it will write, and TensorBoard drops every older
-event at or after that step: the curves go on with no duplicate or backwards steps.
+event at or after that step: the curves go on with no duplicate or backwards steps. An epoch
+that reached metrics.jsonl but not the event file (stopped in between) is written then.
 """
 import os
 import re
@@ -90,6 +91,17 @@ class Board:
         self.writer = summary_writer()(self.dir, purge_step=purge_step)
         self.writer.add_custom_scalars(LAYOUT)  # also opens the event file, before any thread writes
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="tboard") if background else None
+
+    def catch_up(self, records):
+        """On resume: the epochs of metrics.jsonl that the event files lack (the run stopped
+        after logging an epoch and before its events were flushed), written now, frames too."""
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        acc = EventAccumulator(self.dir, size_guidance={"scalars": 0, "images": 1, "tensors": 1})
+        acc.Reload()
+        logged = {e.step for e in acc.Scalars("lr")} if "lr" in acc.Tags()["scalars"] else set()
+        for record in records:
+            if record["epoch"] not in logged:
+                self.epoch(record)
 
     def step_terms(self, terms, global_step):
         """The loss terms (host numbers) at one log point of an epoch."""

@@ -164,6 +164,32 @@ def test_sigkill_and_resume_continue_the_curves(tmp_path, data_dir):
     assert frames[-2:] == [2, 3] and len(set(frames)) == len(frames)  # epoch 1's may be lost
 
 
+def test_an_epoch_logged_but_not_in_the_events_is_written_on_resume(tmp_path, data_dir,
+                                                                    monkeypatch):
+    """Stopped after epoch 2 reached metrics.jsonl and before its events did: the resumed run
+    writes them (scalars and frame), once, in order."""
+    written = tboard.Board.epoch
+
+    def stop_at_two(board, record, limits=None):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+        written(board, record, limits)
+
+    monkeypatch.setattr(tboard.Board, "epoch", stop_at_two)
+    with pytest.raises(KeyboardInterrupt):
+        main.train(*flags.parse_args(argv_of(tmp_path, data_dir, "--epochs", "3")))
+    monkeypatch.undo()
+    run_dir = str(tmp_path / "log" / "standalone-mnist-feat=2")
+    assert len(read_jsonl(os.path.join(run_dir, "metrics.jsonl"))) == 2
+    assert steps_of(events(run_dir), "lr") == [1]
+
+    main.train(*flags.parse_args(["--resume", run_dir, "--no-progress", "--no-plots",
+                                 "--data-dir", data_dir]))
+    acc = events(run_dir)
+    assert_scalars_equal_metrics(acc, read_jsonl(os.path.join(run_dir, "metrics.jsonl")), "mnist")
+    assert sorted(f.step for f in acc.Images("features/val")) == [1, 2, 3]
+
+
 def test_visualize_replays_a_finished_run(run_2d, tmp_path, capsys):
     """The same module from the run directory alone: the per-epoch tags and frames of the live
     run (the per-step terms exist only live)."""
