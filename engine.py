@@ -179,15 +179,13 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
     correct = torch.zeros((), dtype=torch.int64, device=device)
     params = [p for p in net.parameters()]
     names, term_log, checked = None, None, 0
-    lr_steps = []
+    lr_steps = [[epoch - 1, learning_rates(optimizer)["lr"]]] if scheduler is not None else None
     batches = datasets.train_batches(train, args.batch_size, args.seed, epoch, spec, ddp.rank,
                                      ddp.world_size, memory_format_of(args))
     progress = tqdm(itertools.islice(batches, steps), total=steps, leave=False,
                     desc=f"epoch {epoch}/{rundir.epochs_text(args.epochs)}", disable=not bar,
                     dynamic_ncols=True)
     for step, (x, y, idx) in enumerate(progress):
-        if scheduler is not None and step % args.log_interval == 0:
-            lr_steps.append([epoch - 1 + step / per_epoch, learning_rates(optimizer)["lr"]])
         f, terms = step_net(x, y)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -214,14 +212,16 @@ def train_one_epoch(step_net, net, optimizer, train, spec, epoch, args, ddp, sto
             progress.set_postfix({k: f"{v:.4g}" for k, v in recent.items()}, refresh=False)
             if tb is not None:  # rank 0's terms, already on the host: no extra sync
                 tb.step_terms(recent, (epoch - 1) * per_epoch + step + 1)
+            if lr_steps is not None:
+                lr_steps.append([epoch - 1 + (step + 1) / per_epoch, learning_rates(optimizer)["lr"]])
         if stop is not None and stop.signal is not None:
             raise Interrupted(f"stopped by signal {stop.signal} at epoch {epoch}, step {step + 1}")
     progress.close()
     means = ddp.sum(term_log.mean(0)) / ddp.world_size
     stats = {f"train_{k}": v for k, v in zip(names, means.tolist())}
     stats["train_acc"] = ddp.sum(correct).item() / (steps * args.batch_size)
-    if scheduler is not None:
-        stats["lr_steps"] = lr_steps + [[epoch - 1 + steps / per_epoch, learning_rates(optimizer)["lr"]]]
+    if lr_steps is not None:
+        stats["lr_steps"] = lr_steps
     ddp.sum(features)
     ddp.sum(seen)
     return stats, features, seen.bool()

@@ -618,16 +618,16 @@ def speed_headline(results_dir):
     if not reports:
         return "(no report in results/speed/ yet)\n"
     by_date = sorted(reports, key=lambda pr: pr[1]["meta"]["date"])  # the date it was made
-    datasets = list(dict.fromkeys(k[0] for _, r in by_date for k in speed_groups(r)))
+    grouped = [(p, r, speed_groups(r)) for p, r in by_date]
+    datasets = list(dict.fromkeys(k[0] for _, _, groups in grouped for k in groups))
     rows, sources = [], []
     for dataset in datasets:
-        having = [(p, r) for p, r in by_date if any(k[0] == dataset for k in speed_groups(r))]
-        both = [(p, r) for p, r in having
-                if {"fast", "quick"} <= {k[2] for k in speed_groups(r) if k[0] == dataset}]
-        path, report = (both or having)[-1]
+        recipes_in = [(p, r, g, {k[2] for k in g if k[0] == dataset}) for p, r, g in grouped]
+        having = [(p, r, g) for p, r, g, found in recipes_in if found]
+        both = [(p, r, g) for p, r, g, found in recipes_in if {"fast", "quick"} <= found]
+        path, report, groups = (both or having)[-1]
         sources.append((dataset, speed_machine(report),
                         f"`{os.path.relpath(path, os.path.dirname(results_dir))}`"))
-        groups = speed_groups(report)
         target = report["meta"]["targets"][dataset]
         for (name, loss, label), runs in groups.items():
             if name != dataset or label != "quick":
