@@ -67,8 +67,9 @@ def test_quick_recipe_values_and_what_the_user_types_wins():
     for loss in ("xent", "cent", "standalone"):
         args = parse("--recipe", "quick", "--loss", loss)
         assert (args.model, args.epochs, args.lr, args.scheduler, args.warmup_epochs,
-                args.batch_size) == ("resnet-s2", 3, 0.1 if loss == "standalone" else 0.2,
-                                     "warmup-cosine", 0.5, 64)  # MNIST's own
+                args.batch_size) == (("resnet-s2", 3.5, 0.1, "warmup-cosine", 0.5, 128)
+                                     if loss == "standalone" else
+                                     ("resnet-s2", 3, 0.2, "warmup-cosine", 0.5, 64))  # MNIST's
         args = parse("--recipe", "quick", "--loss", loss, "--dataset", "fashion-mnist")
         assert (args.model, args.epochs, args.lr, args.batch_size) == (
             "resnet-s2", 3, 0.1 if loss == "standalone" else 0.2, 64)
@@ -85,13 +86,19 @@ def test_quick_recipe_values_and_what_the_user_types_wins():
     assert parse().amp is False and parse("--recipe", "fast").amp is False
     assert parse("--recipe", "fast", "--amp").amp is True
     assert recipes.settings("quick", "standalone", "fashion-mnist")["lr_cent"] == 0.005
+    for loss in ("xent", "cent"):  # MNIST's softmax heads smooth their labels
+        assert parse("--recipe", "quick", "--loss", loss).label_smoothing == 0.1
+        assert parse("--recipe", "quick", "--loss", loss, "--label-smoothing", "0").label_smoothing == 0
+        assert parse("--recipe", "quick", "--loss", loss, "--dataset", "fashion-mnist").label_smoothing == 0
+        assert parse("--recipe", "fast", "--loss", loss).label_smoothing == 0
 
 
 def test_epochs_take_a_fraction_and_steps_are_the_other_way_to_say_it(capsys):
     assert parse("--epochs", "1.5").epochs == 1.5
     assert parse("--epochs", "2").epochs == 2 and isinstance(parse("--epochs", "2.0").epochs, int)
     assert parse("--steps", "700").steps == 700
-    assert parse("--recipe", "quick", "--steps", "700").epochs == 3  # until the data is known
+    # until the data is known, the recipe's length (standalone's on MNIST: 3.5 epochs)
+    assert parse("--recipe", "quick", "--steps", "700").epochs == 3.5
     for argv, phrase in ((["--epochs", "two"], "invalid epochs value: 'two'"),
                          (["--epochs", "0.0"], "--epochs must be positive"),
                          (["--steps", "0"], "--steps must be positive"),
