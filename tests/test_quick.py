@@ -67,7 +67,7 @@ def test_quick_recipe_values_and_what_the_user_types_wins():
     for loss in ("xent", "cent", "standalone"):
         args = parse("--recipe", "quick", "--loss", loss)
         assert (args.model, args.epochs, args.lr, args.scheduler, args.warmup_epochs,
-                args.batch_size) == (("resnet-s2", 3.5, 0.1, "warmup-cosine", 0.5, 128)
+                args.batch_size) == (("resnet-s2", 3.75, 0.1, "warmup-cosine", 0.5, 128)
                                      if loss == "standalone" else
                                      ("resnet-s2", 3, 0.2, "warmup-cosine", 0.5, 64))  # MNIST's
         args = parse("--recipe", "quick", "--loss", loss, "--dataset", "fashion-mnist")
@@ -97,8 +97,8 @@ def test_epochs_take_a_fraction_and_steps_are_the_other_way_to_say_it(capsys):
     assert parse("--epochs", "1.5").epochs == 1.5
     assert parse("--epochs", "2").epochs == 2 and isinstance(parse("--epochs", "2.0").epochs, int)
     assert parse("--steps", "700").steps == 700
-    # until the data is known, the recipe's length (standalone's on MNIST: 3.5 epochs)
-    assert parse("--recipe", "quick", "--steps", "700").epochs == 3.5
+    # until the data is known, the recipe's length (standalone's on MNIST: 3.75 epochs)
+    assert parse("--recipe", "quick", "--steps", "700").epochs == 3.75
     for argv, phrase in ((["--epochs", "two"], "invalid epochs value: 'two'"),
                          (["--epochs", "0.0"], "--epochs must be positive"),
                          (["--steps", "0"], "--steps must be positive"),
