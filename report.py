@@ -622,9 +622,9 @@ def speed_headline(results_dir):
     datasets = list(dict.fromkeys(k[0] for _, _, groups in grouped for k in groups))
     rows, sources = [], []
     for dataset in datasets:
-        recipes_in = [(p, r, g, {k[2] for k in g if k[0] == dataset}) for p, r, g in grouped]
-        having = [(p, r, g) for p, r, g, found in recipes_in if found]
-        both = [(p, r, g) for p, r, g, found in recipes_in if {"fast", "quick"} <= found]
+        found = [(entry, {k[2] for k in entry[2] if k[0] == dataset}) for entry in grouped]
+        having = [entry for entry, labels in found if labels]
+        both = [entry for entry, labels in found if {"fast", "quick"} <= labels]
         path, report, groups = (both or having)[-1]
         sources.append((dataset, speed_machine(report),
                         f"`{os.path.relpath(path, os.path.dirname(results_dir))}`"))

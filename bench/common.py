@@ -38,7 +38,7 @@ import fakedata  # noqa: E402
 import flags as project_flags  # noqa: E402
 import rundir  # noqa: E402
 from models import MODELS  # noqa: E402
-from utils import Dist, OneLineParser, UserError, pick_device  # noqa: E402
+from utils import Dist, OneLineParser, UserError, deterministic, pick_device  # noqa: E402
 
 TRAIN_IMAGES, VAL_IMAGES, NUM_CLASSES = 60000, 10000, 10  # full MNIST, for per-epoch estimates
 QUICK_TRAIN, QUICK_VAL = 4096, 1024  # --quick --fake: the generated split sizes
@@ -70,8 +70,7 @@ def cpu_name():
 def device_of(cfg):
     """The torch device of --device (a UserError, one line, where it is missing)."""
     device = pick_device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    deterministic(False, device)  # as main.py without --deterministic: cuDNN autotunes
     return device
 
 
