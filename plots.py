@@ -12,6 +12,7 @@ on matplotlib's Agg canvas directly (no pyplot), so this works headless and leav
 caller's backend alone.
 """
 import os
+import textwrap
 
 import imageio.v3 as iio
 import numpy as np
@@ -515,10 +516,23 @@ def draw_study(groups, path, title):
     return path
 
 
+SECOND_TICKS = (5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 450, 600, 900, 1800, 3600)
+ACCURACY_TICKS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.975, 0.98,
+                  0.985, 0.99, 0.9925, 0.995, 0.997, 0.998, 0.999)
+
+
 def draw_time_to_accuracy(curves, path, title, targets):
+    """time_to_accuracy_figure, saved to path."""
+    save_figure(time_to_accuracy_figure(curves, title, targets), path)
+    return path
+
+
+def time_to_accuracy_figure(curves, title, targets):
     """Test accuracy against wall seconds from the start of the process: one panel per
     {panel: {recipe: [run's [(seconds, acc), ...], ...]}}, one line per run in its recipe's
-    color, the panel's target {panel: accuracy} dashed; shared, fixed axes."""
+    color, the panel's target {panel: accuracy} dashed; shared, fixed axes. Seconds on a log
+    axis and accuracy on a logit axis: a one-minute run beside a fifteen-minute one, and 0.99
+    apart from 0.993 while a first evaluation at 0.6 stays in view."""
     fig = Figure(figsize=(4.2 * len(curves) + 1.8, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(curves), sharex=True, sharey=True, squeeze=False)[0]
@@ -526,25 +540,42 @@ def draw_time_to_accuracy(curves, path, title, targets):
     colors = dict(zip(recipes, colormaps["tab10"](np.arange(len(recipes)))))
     points = [p for by_recipe in curves.values() for runs in by_recipe.values() for run in runs
               for p in run]
-    low = min([a for _, a in points] + list(targets.values()))
+    seconds = [s for s, _ in points if s > 0] or [1.0]
+    accs = [a for _, a in points] + list(targets.values())
+    # the logit axis holds (0, 1): a chance-level or perfect evaluation sits on its edge
+    low, high = max(min(accs), 0.01), min(max(accs), 0.999)
     for ax, (panel, by_recipe) in zip(axes, curves.items()):
         for recipe, runs in by_recipe.items():
             for run in runs:
                 if run:
-                    seconds, acc = zip(*run)
-                    ax.plot(seconds, acc, marker="o", ms=4, lw=1, color=colors[recipe], alpha=0.8)
+                    xs, ys = zip(*run)
+                    ax.plot(xs, np.clip(ys, low, high), marker="o", ms=4, lw=1,
+                            color=colors[recipe], alpha=0.8)
         ax.axhline(targets[panel], color="0.3", ls="--", lw=1)
-        ax.set(title=panel, xlabel="wall seconds from the start")
+        ax.set(title=panel, xlabel="wall seconds from the start (log)")
         ax.grid(True, lw=0.4, alpha=0.5)
-    axes[0].set(ylabel="test accuracy", xlim=(0, max([s for s, _ in points] + [1]) * 1.05),
-                ylim=(low - 0.02 * (1 - low), 1.0))
+    axes[0].set_xscale("log")
+    axes[0].set_yscale("logit")
+    xlim = (min(seconds) / 1.3, max(seconds) * 1.3)
+    ticks = [t for t in SECOND_TICKS if xlim[0] <= t <= xlim[1]]
+    odds = lambda a: np.log(a / (1 - a))  # noqa: E731
+    pad = 0.06 * (odds(high) - odds(low)) or 0.1
+    ylim = tuple(1 / (1 + np.exp(-(odds(v) + d))) for v, d in ((low, -pad), (high, pad)))
+    yticks = []
+    for t in ACCURACY_TICKS:  # at least a tenth of the axis apart
+        if ylim[0] <= t <= ylim[1] and (not yticks or odds(t) - odds(yticks[-1])
+                                        >= (odds(ylim[1]) - odds(ylim[0])) / 10):
+            yticks.append(t)
+    axes[0].set_xticks(ticks, [f"{t:g}" for t in ticks])
+    axes[0].set_yticks(yticks, [f"{t:g}" for t in yticks])
+    axes[0].minorticks_off()
+    axes[0].set(ylabel="test accuracy (logit axis)", xlim=xlim, ylim=ylim)
     handles = [Line2D([], [], color=colors[r], marker="o", label=r) for r in recipes]
     handles.append(Line2D([], [], color="0.3", ls="--", label="target"))
     axes[-1].legend(handles=handles, fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 13)), fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path)
-    return path
+    return fig
 
 
 def draw_budget(points, path, title, targets=None, xlabel="epochs"):

@@ -553,28 +553,40 @@ def speed_machine(report):
             + (f", main.py {flags_}" if flags_ else ""))
 
 
-def seconds_to_target(runs):
-    """Median seconds to the target over the runs, `> budget` or `not reached` where a run fell
-    short, and (k/n) where there were several runs."""
+def seconds_to_target(runs, budget=None):
+    """Median seconds to the target over the runs, `> budget` where the runs that fell short
+    were stopped by the budget (its seconds), else `not reached`, and (k/n) where there were
+    several runs."""
     times = [r["target_s"] for r in runs if r["target_s"] is not None]
     count = f" ({len(times)}/{len(runs)})" if len(runs) > 1 else ""
     if len(times) == len(runs):
         return f"{statistics.median(times):.0f}{count}"
+    short = [r for r in runs if r["target_s"] is None]
+    if budget and all(r.get("status") == "budget" for r in short):
+        return f"> {budget:.0f}{count}"
     return "not reached" + count
 
 
-def ratio_cell(report, dataset, loss):
-    """fast's time to the target over quick's: `3.2`, `> 3.2` where fast was stopped by the
-    budget short of it, `-` where quick did not reach it."""
-    ratio = report["results"][dataset][loss].get("ratios", {}).get("fast/quick")
+def ratio_cell(report, dataset, loss, slow="fast"):
+    """`slow`'s time to the target over quick's: `3.2`, `> 3.2` where `slow` was stopped by the
+    budget short of it, `-` where quick did not reach it or `slow` did not run."""
+    ratio = report["results"][dataset][loss].get("ratios", {}).get(f"{slow}/quick")
     return (f"{ratio:.1f}" if isinstance(ratio, (int, float)) else
             f"> {ratio['at_least']:.1f}" if isinstance(ratio, dict) else "-")
 
 
+def conv_fraction(runs):
+    """The median of the runs' achieved training GFLOP/s over the convolution rate measured on
+    the machine, `-` where the report has none."""
+    fractions = [r["frac_of_conv_ref"] for r in runs if r.get("frac_of_conv_ref") is not None]
+    return f"{statistics.median(fractions):.2f}" if fractions else "-"
+
+
 def speed_table(report):
     """Markdown: per (dataset, loss, recipe) of a time_to_accuracy report, the seconds to the
-    target, the final test accuracy, wall seconds, training steps/s and bf16, and the ratio of
-    fast's time to quick's."""
+    target, the final test accuracy, wall seconds, training steps/s, their share of the
+    measured convolution rate and bf16, and on the reference and fast rows their time to the
+    target over quick's."""
     rows = []
     for (dataset, loss, label), runs in speed_groups(report).items():
         rows.append({
@@ -582,11 +594,13 @@ def speed_table(report):
             "epochs": f"{runs[0]['epochs']:g}" if runs[0].get("epochs") else "-",
             "bf16": "yes" if runs[0].get("amp") else "no",
             "target": f"{report['meta']['targets'][dataset]:g}",
-            "s to target": seconds_to_target(runs),
+            "s to target": seconds_to_target(runs, report["meta"].get("budget_seconds")),
             "test acc": mean_std([r["final_acc"] for r in runs if r["final_acc"] is not None]),
             "wall s": f"{statistics.median(r['wall_s'] for r in runs):.0f}",
             "steps/s": f"{statistics.median(r['steps_per_s'] or 0 for r in runs):.1f}",
-            "fast / quick": ratio_cell(report, dataset, loss) if label == "quick" else "-"})
+            "of conv": conv_fraction(runs),
+            "/ quick": (ratio_cell(report, dataset, loss, label)
+                        if label in ("reference", "fast") else "-")})
     return markdown(rows)
 
 
@@ -611,9 +625,9 @@ def speed_figures(reports, figures_dir, draw=False):
 
 def speed_headline(results_dir):
     """The README's speed table: per dataset and loss, quick's accuracy over seeds and time
-    beside fast's time to the target, each dataset from the newest report in results/speed/
-    that has both recipes on it (else its newest); datasets in the order they were first
-    measured."""
+    beside reference's and fast's times to the target and their ratios to quick's, each
+    dataset from the newest report in results/speed/ that has fast and quick on it (else its
+    newest); datasets in the order they were first measured."""
     reports = speed_reports(results_dir)
     if not reports:
         return "(no report in results/speed/ yet)\n"
@@ -628,16 +642,19 @@ def speed_headline(results_dir):
         path, report, groups = (both or having)[-1]
         sources.append((dataset, speed_machine(report),
                         f"`{os.path.relpath(path, os.path.dirname(results_dir))}`"))
-        target = report["meta"]["targets"][dataset]
+        target, budget = report["meta"]["targets"][dataset], report["meta"].get("budget_seconds")
         for (name, loss, label), runs in groups.items():
             if name != dataset or label != "quick":
                 continue
-            fast = groups.get((dataset, loss, "fast"), [])
-            rows.append({"2-D, end to end": f"{dataset} to {target:g}", "loss": loss,
-                         "quick: test acc": mean_std([r["final_acc"] for r in runs]),
-                         "quick: wall s": f"{statistics.median(r['wall_s'] for r in runs):.0f}",
-                         "fast: s to target": seconds_to_target(fast) if fast else "-",
-                         "fast / quick": ratio_cell(report, dataset, loss)})
+            row = {"2-D, end to end": f"{dataset} to {target:g}", "loss": loss,
+                   "quick: test acc": mean_std([r["final_acc"] for r in runs]),
+                   "quick: wall s": f"{statistics.median(r['wall_s'] for r in runs):.0f}"}
+            for slow in ("reference", "fast"):
+                slow_runs = groups.get((dataset, loss, slow))
+                row[f"{slow}: s to target"] = (seconds_to_target(slow_runs, budget)
+                                               if slow_runs else "-")
+                row[f"{slow} / quick"] = ratio_cell(report, dataset, loss, slow)
+            rows.append(row)
     if len({machine for _, machine, _ in sources}) == 1:  # one machine: named once
         said = f"{sources[0][1]}: " + ", ".join(f"{d} ({p})" for d, _, p in sources)
     else:
@@ -690,9 +707,11 @@ in `results/speed/`, the flags in each report's meta) starts `python main.py --r
 stamps each metrics.jsonl record with the second it appeared. s to target: from the start to
 the first evaluation at the target test accuracy, median over the seeds ((k/n): the seeds that
 reached it); test acc: after the last evaluation (the quick recipe evaluates once, at its
-end), mean ± sample std over n seeds; wall s: start to exit, median; fast / quick: the ratio
-of the two times to the target. Runs with --stop-at-target end at the target, unless it is
-their last evaluation."""
+end), mean ± sample std over n seeds; wall s: start to exit, median; of conv: training's
+achieved GFLOP/s over the fp32 convolution rate the benchmark measured on the machine first
+(quick trains in bf16, so it can pass 1); / quick: the reference or fast recipe's time to the
+target over quick's (`> x` where the budget stopped it first). Runs with --stop-at-target
+end at the target, unless it is their last evaluation."""
 
 OPENSET_TEXT = """Trained without the held-out classes; their test images are retrieved among
 themselves (P@1, MAP@R on Euclidean distance), the seen classes keep their accuracy. Mean ±

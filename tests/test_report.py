@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import plots
 import report
 from conftest import ROOT
 
@@ -217,20 +218,25 @@ def test_tuning_minutes_read_from_an_optuna_journal(tmp_path):
 
 
 def speed_report(tmp_path):
-    """A hand-made report of bench/time_to_accuracy.py: fast seed 0 and quick seeds 0-2 of one
-    loss, quick seed 2 short of the target."""
-    def run(label, seed, target_s, acc, wall, curve):
+    """A hand-made report of bench/time_to_accuracy.py: reference seed 0 (stopped by the
+    budget), fast seed 0 and quick seeds 0-2 of one loss, quick seed 2 short of the target."""
+    def run(label, seed, target_s, acc, wall, curve, status="finished"):
         return {"dataset": "mnist", "loss": "xent", "recipe": label, "label": label, "seed": seed,
                 "target_s": target_s, "final_acc": acc, "wall_s": wall, "curve": curve,
-                "epochs": 5 if label == "fast" else 1.5, "amp": label == "quick",
-                "steps_per_s": 4.0 if label == "fast" else 8.0}
-    runs = [run("fast", 0, 300.0, 0.991, 310.0, [[100.0, 0.95], [200.0, 0.98], [300.0, 0.991]]),
+                "epochs": {"reference": 100, "fast": 5}.get(label, 1.5), "amp": label == "quick",
+                "steps_per_s": 4.0 if label != "quick" else 8.0, "status": status,
+                "frac_of_conv_ref": {"reference": 0.5, "fast": 0.6}.get(label, 0.7 + seed / 10)}
+    runs = [run("reference", 0, None, 0.985, 905.0, [[450.0, 0.97], [900.0, 0.985]], "budget"),
+            run("fast", 0, 300.0, 0.991, 310.0, [[100.0, 0.95], [200.0, 0.98], [300.0, 0.991]]),
             run("quick", 0, 90.0, 0.990, 90.0, [[90.0, 0.990]]),
             run("quick", 1, 100.0, 0.992, 100.0, [[100.0, 0.992]]),
             run("quick", 2, None, 0.985, 110.0, [[110.0, 0.985]])]
     report_ = {"meta": {"device_name": "Some CPU", "threads": 2, "torch": "2.14.1",
-                        "date": "2026-12-03T06:00:00", "targets": {"mnist": 0.99}},
-               "results": {"mnist": {"xent": {"ratios": {"fast/quick": None}}}}, "runs": runs}
+                        "date": "2026-12-03T06:00:00", "targets": {"mnist": 0.99},
+                        "budget_seconds": 900.0},
+               "results": {"mnist": {"xent": {"ratios": {"fast/quick": None,
+                                                          "reference/quick": None}}}},
+               "runs": runs}
     (tmp_path / "speed").mkdir()
     path = tmp_path / "speed" / "time_to_accuracy-cpu.json"
     path.write_text(json.dumps(report_))
@@ -247,22 +253,32 @@ def test_speed_table_headline_and_figure_against_hand_numbers(tmp_path):
     path, made = speed_report(tmp_path)
     [(found, read)] = report.speed_reports(str(tmp_path))
     assert found == path and read == made
-    fast, quick = table_rows(report.speed_table(read))
+    reference, fast, quick = table_rows(report.speed_table(read))
+    assert (reference["recipe"], reference["epochs"], reference["s to target"]) == ("reference", "100", "> 900")
     assert (fast["recipe"], fast["epochs"], fast["bf16"], fast["s to target"]) == ("fast", "5", "no", "300")
     assert fast["test acc"] == "0.9910 (n=1)" and fast["wall s"] == "310"
     assert quick["s to target"] == "not reached (2/3)" and quick["steps/s"] == "8.0"
     mean, std = np.mean([0.990, 0.992, 0.985]), np.std([0.990, 0.992, 0.985], ddof=1)
     assert quick["test acc"] == f"{mean:.4f} ± {std:.4f} (n=3)" and quick["wall s"] == "100"
-    assert quick["fast / quick"] == "-"  # quick fell short on a seed: no ratio
-    read["results"]["mnist"]["xent"]["ratios"]["fast/quick"] = 300 / 95
-    assert table_rows(report.speed_table(read))[1]["fast / quick"] == "3.2"
+    assert (reference["of conv"], fast["of conv"], quick["of conv"]) == ("0.50", "0.60", "0.80")
+    # quick fell short on a seed: no ratio; the ratios sit on the slower recipes' rows
+    assert (reference["/ quick"], fast["/ quick"], quick["/ quick"]) == ("-", "-", "-")
+    ratios = read["results"]["mnist"]["xent"]["ratios"]
+    ratios["fast/quick"], ratios["reference/quick"] = 300 / 95, {"at_least": 900 / 95}
+    reference, fast, _ = table_rows(report.speed_table(read))
+    assert (reference["/ quick"], fast["/ quick"]) == ("> 9.5", "3.2")
     head = report.speed_headline(str(tmp_path))
     assert head.startswith("Some CPU, 2 threads, torch 2.14.1, 2026-12-03: mnist (`")
     [row] = table_rows(head.split("\n\n", 1)[1])
     assert (row["2-D, end to end"], row["loss"]) == ("mnist to 0.99", "xent")
     assert row["fast: s to target"] == "300" and row["quick: wall s"] == "100"
+    assert (row["reference: s to target"], row["reference / quick"]) == ("> 900", "-")
+    assert row["fast / quick"] == "-"  # the file on disk: quick fell short on seed 2
+    # a run that ended short of the target without the budget stopping it: not reached
+    ended = dict(read, runs=[dict(read["runs"][0], status="finished")] + read["runs"][1:])
+    assert table_rows(report.speed_table(ended))[0]["s to target"] == "not reached"
     # a later report of quick alone (--main-flags): on the page, not in the README's table
-    alone = dict(made, runs=made["runs"][1:], meta=dict(made["meta"], main_flags=["--no-amp"]))
+    alone = dict(made, runs=made["runs"][2:], meta=dict(made["meta"], main_flags=["--no-amp"]))
     (tmp_path / "speed" / "zz-quick-fp32.json").write_text(json.dumps(alone))
     assert report.speed_headline(str(tmp_path)) == head
     assert report.speed_machine(alone).endswith("2026-12-03, main.py --no-amp")
@@ -307,3 +323,21 @@ def test_readme_blocks_are_replaced_one_by_one():
     text = report.with_headline(text, "speed\n", report.SPEED_BEGIN)
     assert text == (f"a\n{report.HEADLINE_BEGIN}\nglance\n{report.HEADLINE_END}\nb\n"
                     f"{report.SPEED_BEGIN}\nspeed\n{report.HEADLINE_END}\nc\n")
+
+
+def test_time_to_accuracy_figure_axes_hold_every_point(tmp_path):
+    """Seconds on a log axis and accuracy on a logit one: a chance-level first evaluation, a
+    perfect one and a run at second 0 still draw, inside the axes, with plain tick labels."""
+    import matplotlib.image
+    curves = {"mnist, xent": {"reference": [[[0.0, 0.0], [80.0, 0.58], [900.0, 0.985]]],
+                              "quick": [[[52.0, 0.9906]], [[55.0, 1.0]]]}}
+    targets = {"mnist, xent": 0.99}
+    path = plots.draw_time_to_accuracy(curves, str(tmp_path / "t.png"), "a title", targets)
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] > 300 and image.shape[2] in (3, 4)
+    [ax] = plots.time_to_accuracy_figure(curves, "a title", targets).axes
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "logit"
+    low, high = ax.get_ylim()
+    assert 0 < low < 0.58 and 0.999 < high < 1
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] in ("0.999", "0.998", "0.997")
+    assert 0 < ax.get_xlim()[0] < 52 and ax.get_xlim()[1] > 900
