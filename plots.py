@@ -561,11 +561,13 @@ def time_to_accuracy_figure(curves, title, targets):
     odds = lambda a: np.log(a / (1 - a))  # noqa: E731
     pad = 0.06 * (odds(high) - odds(low)) or 0.1
     ylim = tuple(1 / (1 + np.exp(-(odds(v) + d))) for v, d in ((low, -pad), (high, pad)))
-    yticks = []
-    for t in ACCURACY_TICKS:  # at least a tenth of the axis apart
-        if ylim[0] <= t <= ylim[1] and (not yticks or odds(t) - odds(yticks[-1])
-                                        >= (odds(ylim[1]) - odds(ylim[0])) / 10):
+    yticks = sorted(set(targets.values()))  # the targets, then round values a tenth apart
+    for t in ACCURACY_TICKS:
+        if ylim[0] <= t <= ylim[1] and all(abs(odds(t) - odds(k)) >= (odds(ylim[1]) -
+                                                                        odds(ylim[0])) / 10
+                                             for k in yticks):
             yticks.append(t)
+    yticks.sort()
     axes[0].set_xticks(ticks, [f"{t:g}" for t in ticks])
     axes[0].set_yticks(yticks, [f"{t:g}" for t in yticks])
     axes[0].minorticks_off()

@@ -2,6 +2,7 @@
 
     runs_table          one row per run: accuracies, retrieval, settings
     reproduction_table  ours (mean ± std over seeds) against the published table
+    choices_table       the validation probes behind a recipe's values (results/choices/)
     gallery             the GIFs (2-D) or projections (above 2-D) of each run
     speed_table         the time to a target accuracy by recipe, from bench/time_to_accuracy.py's
                         reports committed in results/speed/
@@ -63,11 +64,17 @@ def test_acc(record):
     return record.get("test_acc", record.get("seen_acc"))
 
 
+def epochs_run(record):
+    """epochs_done as the log shows it, 2 decimals: a plan of 3.75 epochs ends on a whole
+    step, 3.7513 epochs of batch 128 on 60,000 images."""
+    return round(epochs_done(record), 2)
+
+
 def summarize(run_dir):
     """One row of the every-run table (a dict of strings) and its sort key: the final test
     accuracy and retrieval, as measured once at the end (never a best over epochs)."""
     args, records = read_run(run_dir, need_metrics=False)
-    done, planned = (epochs_done(records[-1]) if records else 0), args.get("epochs")
+    done, planned = (epochs_run(records[-1]) if records else 0), args.get("epochs")
     deciding, tested = split_names(args)
     last = records[-1] if records else {}
     acc = test_acc(last)
@@ -78,7 +85,7 @@ def summarize(run_dir):
               else None for column, key in RETRIEVAL_COLUMNS.items()},
            **{column: number(last[f"{deciding}_{key}"]) if last.get(f"{deciding}_{key}") is not None
               else None for column, key in GEOMETRY_COLUMNS.items()},
-           "epochs": str(done) if done == planned else f"{done}/{planned}",
+           "epochs": f"{done:g}" if done == planned else f"{done:g}/{planned:g}",
            "weights": weights(args), "run": os.path.basename(os.path.normpath(run_dir))}
     if row["norm"] is not None and last.get(f"{deciding}_norm_std") is not None:
         row["norm"] += f" ± {number(last[f'{deciding}_norm_std'])}"
@@ -152,6 +159,41 @@ def recipe_of(args):
     return ", ".join([recipe] + changed), bool(changed), resolved["epochs"]
 
 
+def choices_table(run_dirs):
+    """Markdown: the probes behind a recipe's values, one row per (dataset, feat_dim, loss,
+    settings, epochs): the settings in which the runs depart from their recipe as it is today
+    (recipe_of), each seed's validation accuracy after the last step (`unfinished (k epochs)`
+    for a run that stopped short: a loss gone NaN, a collapse stopped by hand) and their mean
+    ± sample std (n) over those that finished. The test split is not read: these runs decide."""
+    groups = {}
+    for run_dir in run_dirs:
+        args, records = read_run(run_dir, need_metrics=False)
+        if not args.get("val_size"):
+            raise UserError(f"{run_dir} decided on the test split (no --val-size): it cannot "
+                            "stand behind a choice")
+        label = recipe_of(args)[0].replace(f", val_size {args['val_size']}", "")
+        key = (rank(args["dataset"], list(datasets.DATASETS)), args["feat_dim"],
+               rank(args["loss"], LOSS_ORDER), label, args["epochs"])
+        if records and state_of(run_dir) == "finished":
+            cell = f"{records[-1]['val_acc']:.4f}"
+        else:  # its train.log says why: a loss gone NaN, a collapse stopped by hand
+            cell = f"unfinished ({epochs_run(records[-1]) if records else 0:g} epochs)"
+        groups.setdefault(key, []).append((args["seed"], cell, args))
+    if not groups:
+        raise UserError("no run directories given")
+    rows = []
+    for key, runs in sorted(groups.items()):
+        args = runs[0][2]
+        accs = [float(cell) for _, cell, _ in runs if not cell.startswith("unfinished")]
+        rows.append({"loss": args["loss"], "dataset": args["dataset"],
+                     "feat_dim": str(args["feat_dim"]), "protocol": protocol(args),
+                     "settings": key[3], "epochs": f"{key[4]:g}",
+                     "val acc by seed": ", ".join(
+                         f"s{seed} {cell}" for seed, cell, _ in sorted(runs, key=lambda r: r[0])),
+                     "mean": mean_std(accs) if accs else "-"})
+    return markdown(rows)
+
+
 def reproduction_table(run_dirs, published=PUBLISHED, not_run="not run", as_recipe=False):
     """Markdown: one row per (loss, dataset, feat_dim) of the published table and per (loss,
     dataset, feat_dim, recipe, epochs) of the finished runs (runs of another length or with
@@ -168,8 +210,8 @@ def reproduction_table(run_dirs, published=PUBLISHED, not_run="not run", as_reci
                         "not run directories of main.py)")
     for _, args, records in finished:
         recipe, changed, epochs = recipe_of(args)
-        key = (args["loss"], args["dataset"], args["feat_dim"], epochs_done(records[-1]), recipe)
-        if as_recipe and (changed or epochs_done(records[-1]) != epochs):
+        key = (args["loss"], args["dataset"], args["feat_dim"], epochs_run(records[-1]), recipe)
+        if as_recipe and (changed or key[3] != epochs):
             other.add(key[:3])
             continue
         groups.setdefault(key, []).append((args, records))
@@ -713,6 +755,12 @@ achieved GFLOP/s over the fp32 convolution rate the benchmark measured on the ma
 target over quick's (`> x` where the budget stopped it first). Runs with --stop-at-target
 end at the target, unless it is their last evaluation."""
 
+CHOICES_TEXT = """The probes behind a recipe's values (in `results/choices/`): `python main.py
+--recipe R --loss L --dataset D --feat-dim F --seed S --val-size N --no-test` with the
+settings shown (where a run departs from its recipe as the recipe is today; `R` alone: the
+recipe's own values), the test split never opened. Validation accuracy after the last step,
+each seed and mean ± sample std over those that finished."""
+
 OPENSET_TEXT = """Trained without the held-out classes; their test images are retrieved among
 themselves (P@1, MAP@R on Euclidean distance), the seen classes keep their accuracy. Mean ±
 sample std over n seeds."""
@@ -732,7 +780,7 @@ features' length, mean ± std; min angle, the smallest angle between two centers
 what it shows: the GIF's last frames, one line each (`results/family/gifs.json`)."""
 
 # results/'s folders that are not a run of the reproduction table
-NOT_RUNS = ("trials", "fair", "budget", "openset", "family", "figures", "tune", "speed")
+NOT_RUNS = ("trials", "choices", "fair", "budget", "openset", "family", "figures", "tune", "speed")
 
 
 def write_results(results_dir, img_dir="imgs"):
@@ -857,6 +905,10 @@ def page_sections(runs, trials, img_dir, pictures, results_dir="results"):
     if trials:
         sections.append(("Trials", "Shorter or changed runs behind the recipes' choices.\n\n"
                          + runs_table(trials)))
+    choices = run_dirs_in(os.path.join(results_dir, "choices"))
+    if choices:
+        sections.append(("Choices on the validation split", CHOICES_TEXT + "\n\n"
+                         + choices_table(choices)))
     shown = [d for d in runs if os.path.basename(d).endswith("-seed0")]
     if shown and any(os.path.isdir(os.path.join(img_dir, os.path.basename(d))) for d in shown):
         sections.append(("Gallery", "Seed 0 of each recipe run: the training and evaluated "

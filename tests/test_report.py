@@ -65,6 +65,40 @@ def tuned_args(loss, seed):
             "recipe_source": {"trials": 4, "epochs": 2, "searched": ["lr", "weight_decay"]}}
 
 
+def quick_args(loss, seed, *extra):
+    """args.json of `main.py --recipe quick --val-size 10000 --no-test` and extra flags."""
+    import flags
+    args = vars(flags.parse_args(["--recipe", "quick", "--loss", loss, "--dataset", "mnist",
+                                  "--feat-dim", "2", "--seed", str(seed), "--val-size", "10000",
+                                  "--no-test", *extra])[0])
+    return json.loads(json.dumps(args, default=str))
+
+
+def test_choices_table_rows_against_hand_numbers(tmp_path):
+    """One row per departure from the recipe, each seed's validation accuracy and their mean;
+    a run that stopped short counts as unfinished, not as a number; a test-split run refused."""
+    done = lambda acc, epochs: [{"epoch": 1, "val_acc": 0.5}, {"epoch": epochs, "val_acc": acc}]  # noqa: E731
+    write_run(tmp_path, "a", quick_args("xent", 0), done(0.9887, 3))
+    write_run(tmp_path, "b", quick_args("xent", 1), done(0.9876, 3))
+    write_run(tmp_path, "c", quick_args("xent", 0, "--label-smoothing", "0"), done(0.9867, 3))
+    write_run(tmp_path, "d", quick_args("xent", 1, "--label-smoothing", "0"),
+              [{"epoch": 1, "val_acc": 0.97}])  # stopped after its first epoch
+    # 3.75 epochs end on a whole step: 3.7513 epochs done is finished
+    write_run(tmp_path, "e", quick_args("standalone", 2), [{"epoch": 4, "epoch_fraction":
+                                                           0.7512820512820513, "val_acc": 0.9889}])
+    rows = table_rows(report.choices_table(sorted(str(p) for p in tmp_path.iterdir())))
+    assert [(r["loss"], r["settings"], r["epochs"], r["val acc by seed"], r["mean"]) for r in rows] == [
+        ("xent", "quick", "3", "s0 0.9887, s1 0.9876",
+         f"{np.mean([0.9887, 0.9876]):.4f} ± {np.std([0.9887, 0.9876], ddof=1):.4f} (n=2)"),
+        ("xent", "quick, label_smoothing 0", "3", "s0 0.9867, s1 unfinished (1 epochs)", "0.9867 (n=1)"),
+        ("standalone", "quick", "3.75", "s2 0.9889", "0.9889 (n=1)")]
+    assert {r["protocol"] for r in rows} == {"val 10000"}
+    assert report.summarize(str(tmp_path / "e"))[1]["epochs"] == "3.75"  # the every-run table
+    write_run(tmp_path, "f", dict(quick_args("xent", 2), val_size=0), done(0.99, 3))
+    with pytest.raises(report.UserError, match="decided on the test split"):
+        report.choices_table([str(tmp_path / "f")])
+
+
 def test_fair_table_rows_against_hand_numbers(tmp_path):
     acc = {"xent": [0.90, 0.92, 0.91], "standalone": [0.93, 0.94, 0.95]}
     dirs = []
