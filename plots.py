@@ -558,14 +558,13 @@ def time_to_accuracy_figure(curves, title, targets):
     axes[0].set_yscale("logit")
     xlim = (min(seconds) / 1.3, max(seconds) * 1.3)
     ticks = [t for t in SECOND_TICKS if xlim[0] <= t <= xlim[1]]
-    odds = lambda a: np.log(a / (1 - a))  # noqa: E731
+    odds = lambda a: np.log(a / (1 - a))  # noqa: E731  (the logit axis's coordinate)
     pad = 0.06 * (odds(high) - odds(low)) or 0.1
     ylim = tuple(1 / (1 + np.exp(-(odds(v) + d))) for v, d in ((low, -pad), (high, pad)))
+    tenth = (odds(ylim[1]) - odds(ylim[0])) / 10
     yticks = sorted(set(targets.values()))  # the targets, then round values a tenth apart
     for t in ACCURACY_TICKS:
-        if ylim[0] <= t <= ylim[1] and all(abs(odds(t) - odds(k)) >= (odds(ylim[1]) -
-                                                                        odds(ylim[0])) / 10
-                                             for k in yticks):
+        if ylim[0] <= t <= ylim[1] and all(abs(odds(t) - odds(k)) >= tenth for k in yticks):
             yticks.append(t)
     yticks.sort()
     axes[0].set_xticks(ticks, [f"{t:g}" for t in ticks])
