@@ -21,7 +21,7 @@ import numpy as np
 import datasets
 import flags
 import losses
-from rundir import epochs_done, read_run, run_name, split_names, state_of
+from rundir import epochs_done, finished, read_run, run_name, split_names, state_of
 from utils import UserError
 
 LOSS_ORDER = tuple(losses.OBJECTIVES)  # the registry's order: the study's three first
@@ -65,8 +65,9 @@ def test_acc(record):
 
 
 def epochs_run(record):
-    """epochs_done as the log shows it, 2 decimals: a plan of 3.75 epochs ends on a whole
-    step, 3.7513 epochs of batch 128 on 60,000 images."""
+    """epochs_done to the 2 decimals the log shows (rundir.epochs_text), a whole count kept an
+    int: a plan of 3.75 epochs ends on a whole step, 3.7513 epochs of batch 128 on 60,000
+    images, shown as 3.75."""
     return round(epochs_done(record), 2)
 
 
@@ -171,25 +172,27 @@ def choices_table(run_dirs):
         if not args.get("val_size"):
             raise UserError(f"{run_dir} decided on the test split (no --val-size): it cannot "
                             "stand behind a choice")
-        label = recipe_of(args)[0].replace(f", val_size {args['val_size']}", "")
+        label = recipe_of({k: v for k, v in args.items() if k != "val_size"})[0]
         key = (rank(args["dataset"], list(datasets.DATASETS)), args["feat_dim"],
                rank(args["loss"], LOSS_ORDER), label, args["epochs"])
-        if records and state_of(run_dir) == "finished":
-            cell = f"{records[-1]['val_acc']:.4f}"
-        else:  # its train.log says why: a loss gone NaN, a collapse stopped by hand
-            cell = f"unfinished ({epochs_run(records[-1]) if records else 0:g} epochs)"
-        groups.setdefault(key, []).append((args["seed"], cell, args))
+        # an unfinished run (its train.log says why: a loss gone NaN, a collapse stopped by
+        # hand) has no accuracy, only how far it got
+        acc = records[-1]["val_acc"] if finished(args, records) else None
+        groups.setdefault(key, []).append(
+            (args["seed"], acc, epochs_run(records[-1]) if records else 0, args))
     if not groups:
         raise UserError("no run directories given")
     rows = []
-    for key, runs in sorted(groups.items()):
-        args = runs[0][2]
-        accs = [float(cell) for _, cell, _ in runs if not cell.startswith("unfinished")]
+    for key, runs in sorted(groups.items()):  # keys are unique: the runs are never compared
+        args = runs[0][3]
+        accs = [acc for _, acc, _, _ in runs if acc is not None]
         rows.append({"loss": args["loss"], "dataset": args["dataset"],
                      "feat_dim": str(args["feat_dim"]), "protocol": protocol(args),
                      "settings": key[3], "epochs": f"{key[4]:g}",
                      "val acc by seed": ", ".join(
-                         f"s{seed} {cell}" for seed, cell, _ in sorted(runs, key=lambda r: r[0])),
+                         f"s{seed} " + (f"{acc:.4f}" if acc is not None else
+                                        f"unfinished ({done:g} epochs)")
+                         for seed, acc, done, _ in sorted(runs, key=lambda r: r[0])),
                      "mean": mean_std(accs) if accs else "-"})
     return markdown(rows)
 
@@ -609,7 +612,7 @@ def seconds_to_target(runs, budget=None):
     return "not reached" + count
 
 
-def ratio_cell(report, dataset, loss, slow="fast"):
+def ratio_cell(report, dataset, loss, slow):
     """`slow`'s time to the target over quick's: `3.2`, `> 3.2` where `slow` was stopped by the
     budget short of it, `-` where quick did not reach it or `slow` did not run."""
     ratio = report["results"][dataset][loss].get("ratios", {}).get(f"{slow}/quick")

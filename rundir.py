@@ -447,9 +447,14 @@ def state_of(run_dir):
         args, records = read_run(run_dir, need_metrics=False)
     except UserError:
         return "started"
+    return "finished" if finished(args, records) else "started"
+
+
+def finished(args, records):
+    """Whether a run's records reach the epochs planned in its args.json."""
     done = epochs_done(records[-1]) if records else 0
     # a plan given in steps is a ratio of steps: let rounding not leave it unfinished
-    return "finished" if done >= args.get("epochs", float("inf")) - 1e-9 else "started"
+    return done >= args.get("epochs", float("inf")) - 1e-9
 
 
 def export(run_dirs, out_dir):
