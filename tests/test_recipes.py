@@ -194,6 +194,43 @@ def test_weight_average_warms_up_its_decay():
     assert averaged.n_averaged.device.type == "cpu"
 
 
+def test_weight_average_updates_as_averaged_model_does():
+    """optim.WeightAverage against swa_utils.AveragedModel with the same update function,
+    bit for bit: parameters, BatchNorm's running statistics and counts, n_averaged; also
+    after a state_dict round trip (a resume)."""
+    def ema(averaged, current, n):  # WeightAverage's update, as AveragedModel's multi_avg_fn
+        d = torch.clamp((1 + n) / (10 + n), max=0.9).to(averaged[0].device)
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - d)
+        else:
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(12, 2))
+    ours = optim.build_averaged(net, decay=0.9)
+    theirs = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=ema, use_buffers=True)
+
+    def step_and_compare(ours, theirs):
+        net(torch.randn(4, 1, 4, 4))  # BatchNorm's buffers move
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        ours.update_parameters(net)
+        theirs.update_parameters(net)
+        a, b = ours.state_dict(), theirs.state_dict()
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    for _ in range(6):
+        step_and_compare(ours, theirs)
+    assert ours.n_averaged.item() == 6 and ours.module[1].num_batches_tracked.item() == 6
+    assert not torch.equal(ours.module[3].weight, net[3].weight)  # averaged, not copied
+    resumed = optim.build_averaged(net, decay=0.9)
+    resumed.load_state_dict(ours.state_dict())
+    for _ in range(3):
+        step_and_compare(resumed, theirs)
+
+
 def _write_entries(path, name, start):
     start.wait()
     for i in range(150):
