@@ -6,7 +6,6 @@ An epoch's order and every augmentation draw come from a generator seeded by (se
 the same on every rank and after a resume, so neither changes what a run computes.
 """
 import argparse
-import functools
 import hashlib
 import math
 import os
@@ -20,7 +19,10 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
+from torchvision.datasets.mnist import read_image_file, read_label_file
 from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from utils import UserError, available_memory
 
@@ -29,7 +31,7 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
-KMNIST_CLASSES = ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]  # torchvision's
+KMNIST_CLASSES = list(torchvision.datasets.KMNIST.classes)
 # The meta file's fine_label_names, in label order; a split takes its names from the file
 # itself, this copy names the classes where no data is loaded (plots of a finished run).
 CIFAR100_CLASSES = [
@@ -46,91 +48,77 @@ CIFAR100_CLASSES = [
     "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle",
     "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm"]
 SVHN_CLASSES = [str(i) for i in range(10)]  # torchvision maps SVHN's label 10 to digit 0
-# torchvision's EMNIST.classes_split_dict["balanced"]: the letters whose cases look alike merged
-EMNIST_BALANCED_CLASSES = ([str(i) for i in range(10)] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
-                           + list("abdefghnqrt"))
+EMNIST_BALANCED_CLASSES = list(torchvision.datasets.EMNIST.classes_split_dict["balanced"])
 
 
-@functools.cache
-def loader_class(name):
-    """torchvision's dataset class that reads (or downloads) a registered dataset. torchvision
-    is imported here, when a split is read through it, not with this module: its import
-    (about a second on two CPU cores, most of it torch._dynamo through torchvision.ops) would
-    be the largest part of a one-minute run's start-up, and MNIST's files are read without it."""
-    import torchvision
+class CIFAR10(torchvision.datasets.CIFAR10):
+    """torchvision's CIFAR-10, checking that the extracted files of the split exist rather
+    than their MD5 sums: the sums guard the download (torchvision still checks the
+    archive's), and a file that is not a valid pickled batch fails while loading anyway.
+    This also lets the tests run on small generated files in the real on-disk format."""
 
-    class CIFAR10(torchvision.datasets.CIFAR10):
-        """torchvision's CIFAR-10, checking that the extracted files of the split exist rather
-        than their MD5 sums: the sums guard the download (torchvision still checks the
-        archive's), and a file that is not a valid pickled batch fails while loading anyway.
-        This also lets the tests run on small generated files in the real on-disk format."""
+    def _check_integrity(self):
+        names = [f for f, _ in (self.train_list if self.train else self.test_list)]
+        names.append(self.meta["filename"])
+        return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f in names)
 
-        def _check_integrity(self):
-            names = [f for f, _ in (self.train_list if self.train else self.test_list)]
-            names.append(self.meta["filename"])
-            return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f in names)
-
-        def _load_meta(self):
-            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-                self.classes = list(pickle.load(f, encoding="latin1")[self.meta["key"]])
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+    def _load_meta(self):
+        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+            self.classes = list(pickle.load(f, encoding="latin1")[self.meta["key"]])
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
-    class CIFAR100(CIFAR10):
-        """CIFAR-100 (the 100 fine labels), checked and read as CIFAR10 above."""
-        base_folder = torchvision.datasets.CIFAR100.base_folder
-        url = torchvision.datasets.CIFAR100.url
-        filename = torchvision.datasets.CIFAR100.filename
-        tgz_md5 = torchvision.datasets.CIFAR100.tgz_md5
-        train_list = torchvision.datasets.CIFAR100.train_list
-        test_list = torchvision.datasets.CIFAR100.test_list
-        meta = torchvision.datasets.CIFAR100.meta
+class CIFAR100(CIFAR10):
+    """CIFAR-100 (the 100 fine labels), checked and read as CIFAR10 above."""
+    base_folder = torchvision.datasets.CIFAR100.base_folder
+    url = torchvision.datasets.CIFAR100.url
+    filename = torchvision.datasets.CIFAR100.filename
+    tgz_md5 = torchvision.datasets.CIFAR100.tgz_md5
+    train_list = torchvision.datasets.CIFAR100.train_list
+    test_list = torchvision.datasets.CIFAR100.test_list
+    meta = torchvision.datasets.CIFAR100.meta
 
 
-    class SVHN(torchvision.datasets.SVHN):
-        """torchvision's SVHN (files in the data folder itself, as torchvision puts them) with
-        the train flag of the others, checking that the .mat file exists rather than its MD5 sum
-        (the download still checks it)."""
+class SVHN(torchvision.datasets.SVHN):
+    """torchvision's SVHN (files in the data folder itself, as torchvision puts them) with
+    the train flag of the others, checking that the .mat file exists rather than its MD5 sum
+    (the download still checks it)."""
 
-        def __init__(self, root, train=True, download=False):
-            super().__init__(root, split="train" if train else "test", download=download)
+    def __init__(self, root, train=True, download=False):
+        super().__init__(root, split="train" if train else "test", download=download)
 
-        def _check_integrity(self):
-            return os.path.isfile(os.path.join(self.root, self.filename))
-
-
-    class EMNISTBalanced(torchvision.datasets.EMNIST):
-        """EMNIST's balanced split (47 classes: digits, letters, case merged where it looks the
-        same), with the train flag of the others."""
-
-        def __init__(self, root, train=True, download=False):
-            super().__init__(root, split="balanced", train=train, download=download)
-
-        # torchvision names these folders after the class: EMNIST's, not this subclass's
-        @property
-        def raw_folder(self):
-            return os.path.join(self.root, "EMNIST", "raw")
-
-        @property
-        def processed_folder(self):
-            return os.path.join(self.root, "EMNIST", "processed")
-
-    return {"mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST,
-            "kmnist": torchvision.datasets.KMNIST, "cifar10": CIFAR10, "cifar100": CIFAR100,
-            "svhn": SVHN, "emnist-balanced": EMNISTBalanced}[name]
+    def _check_integrity(self):
+        return os.path.isfile(os.path.join(self.root, self.filename))
 
 
-# name -> (class names, augmentation); loader_class(name) reads it. Flips only where the
-# mirror image is of the same class: never for digits and characters.
+class EMNISTBalanced(torchvision.datasets.EMNIST):
+    """EMNIST's balanced split (47 classes: digits, letters, case merged where it looks the
+    same), with the train flag of the others."""
+
+    def __init__(self, root, train=True, download=False):
+        super().__init__(root, split="balanced", train=train, download=download)
+
+    # torchvision names these folders after the class: EMNIST's, not this subclass's
+    @property
+    def raw_folder(self):
+        return os.path.join(self.root, "EMNIST", "raw")
+
+    @property
+    def processed_folder(self):
+        return os.path.join(self.root, "EMNIST", "processed")
+
+
+# name -> (loader class, class names, augmentation). Flips only where the mirror image is of
+# the same class: never for digits and characters.
 DATASETS = {
-    "mnist": (MNIST_CLASSES, dict(rotate=5.0)),
-    "fashion-mnist": (FASHION_CLASSES, dict(rotate=5.0, flip=True)),
-    "cifar10": (CIFAR10_CLASSES, dict(flip=True, pad=4)),
-    "kmnist": (KMNIST_CLASSES, dict(rotate=5.0)),
-    "cifar100": (CIFAR100_CLASSES, dict(flip=True, pad=4)),
+    "mnist": (torchvision.datasets.MNIST, MNIST_CLASSES, dict(rotate=5.0)),
+    "fashion-mnist": (torchvision.datasets.FashionMNIST, FASHION_CLASSES, dict(rotate=5.0, flip=True)),
+    "cifar10": (CIFAR10, CIFAR10_CLASSES, dict(flip=True, pad=4)),
+    "kmnist": (torchvision.datasets.KMNIST, KMNIST_CLASSES, dict(rotate=5.0)),
+    "cifar100": (CIFAR100, CIFAR100_CLASSES, dict(flip=True, pad=4)),
     # house numbers are cropped loosely around the digit, so a shift keeps the class
-    "svhn": (SVHN_CLASSES, dict(rotate=5.0, pad=2)),
-    "emnist-balanced": (EMNIST_BALANCED_CLASSES, dict(rotate=5.0)),
+    "svhn": (SVHN, SVHN_CLASSES, dict(rotate=5.0, pad=2)),
+    "emnist-balanced": (EMNISTBalanced, EMNIST_BALANCED_CLASSES, dict(rotate=5.0)),
 }
 ALIASES = {"cifar-10": "cifar10", "fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
            "fmnist": "fashion-mnist", "cifar-100": "cifar100", "k-mnist": "kmnist",
@@ -299,15 +287,6 @@ def _idx_count(path, ndim):
     return dims[0]
 
 
-def read_idx(path, ndim):
-    """The uint8 tensor of an IDX file whose header _idx_count has checked (torchvision's
-    read_image_file and read_label_file read the same bytes, behind its import)."""
-    with open(path, "rb") as f:
-        head = f.read(4 + 4 * ndim)
-        dims = [int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-        return torch.from_numpy(np.fromfile(f, dtype=np.uint8).reshape(dims))
-
-
 def _check_idx_pair(images, labels):
     n = _idx_count(images, 3)
     m = _idx_count(labels, 1)
@@ -330,7 +309,7 @@ def _diagnose(name, paths):
                 with open(path, "rb") as f:
                     entry = pickle.load(f, encoding="latin1")
                 if base in ("batches.meta", "meta"):
-                    key = loader_class(name).meta["key"]
+                    key = DATASETS[name][0].meta["key"]
                     if key not in entry:
                         raise KeyError(key)
                     continue
@@ -367,7 +346,7 @@ def _load_registered(name, root, train, download):
     """(images uint8 NCHW, labels int64, class names) of a torchvision dataset on the CPU.
     Files that are there are read, never downloaded again; a file that does not read is
     reported as damaged, by name."""
-    classes = DATASETS[name][0]
+    cls, classes, _ = DATASETS[name]
     which = "train" if train else "test"
     paths = split_files(name, root, train)
     try:
@@ -378,10 +357,10 @@ def _load_registered(name, root, train, download):
                 if "idx" in os.path.basename(paths[0]):
                     # read this split's files only: torchvision's MNIST classes insist on both
                     # splits' files, and a tuning run must work with no test files at all
-                    images = _to_nchw(name, read_idx(paths[0], 3))
-                    labels = read_idx(paths[1], 1).to(torch.int64)
+                    images = _to_nchw(name, read_image_file(paths[0]))
+                    labels = read_label_file(paths[1]).to(torch.int64)
                 else:
-                    ds = loader_class(name)(root, train=train, download=False)
+                    ds = cls(root, train=train, download=False)
                     images = _to_nchw(name, ds.data)
                     targets = ds.targets if hasattr(ds, "targets") else ds.labels  # SVHN: labels
                     labels = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
@@ -408,7 +387,7 @@ def _load_registered(name, root, train, download):
         raise UserError(f"{name} {which} data not found in {root} (--no-download); {advice}")
     existed = os.path.isdir(root)
     try:
-        loader_class(name)(root, train=train, download=True)
+        cls(root, train=train, download=True)
     except Exception as e:  # offline, or the download failed
         if not existed and os.path.isdir(root) and not any(files for _, _, files in os.walk(root)):
             shutil.rmtree(root)  # an empty folder left by the failed download
@@ -459,7 +438,7 @@ def augmentation(name, image_size=None):
     name = canonical_name(name)
     if name.startswith(FOLDER_PREFIX):
         return dict(pad=max(1, round((image_size or 32) / 8)))
-    return DATASETS[name][1]
+    return DATASETS[name][2]
 
 
 # ---------------------------------------------------------------- the user's own images
@@ -471,7 +450,6 @@ def _list_folder(path, train):
     """(files [(path, label)], class names) of PATH/train or PATH/test in ImageFolder's
     layout. The classes are train/'s folders, for both splits, so that a label means the
     same class in each; test/ may lack a class but may not add one."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
     classes_dir = os.path.join(path, "train")
     split_dir = os.path.join(path, "train" if train else "test")
     for d in (classes_dir, os.path.join(path, "test")):  # both, before any decoding

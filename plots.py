@@ -38,7 +38,7 @@ def class_names(dataset, num_classes, snap=None):
     if snap is not None and "classes" in snap and len(snap["classes"]) == num_classes:
         return [str(n) for n in snap["classes"]]
     entry = datasets.DATASETS.get(datasets.canonical_name(str(dataset)))
-    names = list(entry[0]) if entry is not None else []
+    names = list(entry[1]) if entry is not None else []
     return names if len(names) == num_classes else [str(k) for k in range(num_classes)]
 
 

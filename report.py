@@ -6,6 +6,7 @@
     gallery             the GIFs (2-D) or projections (above 2-D) of each run
     speed_table         the time to a target accuracy by recipe, from bench/time_to_accuracy.py's
                         reports committed in results/speed/
+    fixed_costs_table   where a quick run's seconds go besides training, report by report
     results_page        results/README.md, written whole by `python sweep.py --report results`
 
 A test regenerates results/README.md from the committed run directories and compares it
@@ -649,6 +650,37 @@ def speed_table(report):
     return markdown(rows)
 
 
+FIXED_COSTS = (("start-up", ("start-up and imports",)), ("setup to build", ("setup", "data", "build")),
+               ("first step", ("first step",)), ("evaluation", ("evaluation",)),
+               ("saving", ("saving",)), ("drawing", ("drawing",)))
+
+
+def fixed_costs_table(reports, label="quick"):
+    """Markdown: per report and dataset, where `label`'s runs spent their seconds besides
+    training (the phases of train.log's timing line, medians over the runs of every loss and
+    seed), `exit` (from train.log's last line to the process's end: wall s - total) and
+    their sum, beside the training seconds and the wall time; reports in the order they were
+    made. A stopped run has no timing line and is left out."""
+    rows = []
+    for path, report in sorted(reports, key=lambda pr: pr[1]["meta"]["date"]):
+        by_dataset = {}
+        for run in report["runs"]:
+            if run["label"] == label and run.get("timings", {}).get("total") is not None:
+                by_dataset.setdefault(run["dataset"], []).append(run)
+        for dataset, runs in by_dataset.items():
+            costs = {name: [sum(r["timings"].get(p, 0.0) for p in phases) for r in runs]
+                     for name, phases in FIXED_COSTS}
+            costs["exit"] = [r["wall_s"] - r["timings"]["total"] for r in runs]
+            fixed = [sum(values) for values in zip(*costs.values())]
+            rows.append({"report": os.path.splitext(os.path.basename(path))[0].replace(
+                "time_to_accuracy-", ""), "dataset": dataset, "runs": str(len(runs)),
+                **{name: f"{statistics.median(v):.2f}" for name, v in costs.items()},
+                "fixed": f"{statistics.median(fixed):.2f}",
+                "training": f"{statistics.median(r['timings'].get('training', 0.0) for r in runs):.2f}",
+                "wall s": f"{statistics.median(r['wall_s'] for r in runs):.1f}"})
+    return markdown(rows) if rows else ""
+
+
 def speed_figures(reports, figures_dir, draw=False):
     """(caption, path) of each report's accuracy-against-seconds figure; drawn when `draw`."""
     out = []
@@ -757,6 +789,12 @@ achieved GFLOP/s over the fp32 convolution rate the benchmark measured on the ma
 (quick trains in bf16, so it can pass 1); / quick: the reference or fast recipe's time to the
 target over quick's (`> x` where the budget stopped it first). Runs with --stop-at-target
 end at the target, unless it is their last evaluation."""
+
+FIXED_COSTS_TEXT = """The quick recipe's runs in each report above, medians over every loss and seed
+in seconds: start-up (the interpreter and the imports, from the process's start), setup to
+build (device, data, model), the first step, the evaluation, the checkpoint and snapshot
+writes, the pictures, and exit (from train.log's last line to the process's end, wall s -
+total); fixed: their sum; training: the optimizer steps but the first."""
 
 CHOICES_TEXT = """The probes behind a recipe's values (in `results/choices/`): `python main.py
 --recipe R --loss L --dataset D --feat-dim F --seed S --val-size N --no-test` with the
@@ -899,6 +937,9 @@ def page_sections(runs, trials, img_dir, pictures, results_dir="results"):
             f"{speed_table(report)}\n![{caption}]({os.path.relpath(figure, results_dir)})\n"
             for (path, report), (caption, figure) in zip(
                 reports, speed_figures(reports, os.path.join(results_dir, "figures"))))))
+        costs = fixed_costs_table(reports)
+        if costs:
+            sections.append(("Where a quick run's seconds go", FIXED_COSTS_TEXT + "\n\n" + costs))
     if runs:
         sections.append(("Reproduction of the published table (published protocol)",
                          "Runs made as their recipe makes them today; mean ± sample std over "

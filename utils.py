@@ -32,13 +32,10 @@ def seed_everything(seed):
 def deterministic(on, device):
     """--deterministic: cuBLAS's fixed workspace (read when CUDA starts, so set first), the
     deterministic kernels where torch has them (a warning where it has none), cuDNN's
-    deterministic algorithms. Off: cuDNN picks the fastest algorithm per shape (CUDA).
-    use_deterministic_algorithms imports torch._inductor (a second on two CPU cores), so it
-    is called only to change the setting."""
+    deterministic algorithms. Off: cuDNN picks the fastest algorithm per shape (CUDA)."""
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if on or torch.are_deterministic_algorithms_enabled():
-        torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.use_deterministic_algorithms(on, warn_only=True)
     torch.backends.cudnn.deterministic = on
     torch.backends.cudnn.benchmark = device.type == "cuda" and not on
 

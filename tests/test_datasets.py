@@ -51,23 +51,8 @@ def test_new_datasets_load(data_dir, name, shape, classes, no_download):
         assert split.classes == classes
         assert 0 <= split.labels.min() and split.labels.max() < len(classes)
         assert len(torch.unique(split.labels)) > 1
-    assert len(datasets.DATASETS[name][0]) == len(classes)
+    assert len(datasets.DATASETS[name][1]) == len(classes)
     assert datasets.load_split(name, data_dir, True, "cpu", 100, False).images.shape[0] == 100
-
-
-def test_class_names_and_idx_files_as_torchvision_has_them(data_dir):
-    """datasets.py names the classes and reads MNIST's files without importing torchvision:
-    the same names and bytes as torchvision's."""
-    from torchvision.datasets.mnist import read_image_file, read_label_file
-    assert datasets.KMNIST_CLASSES == torchvision.datasets.KMNIST.classes
-    assert datasets.EMNIST_BALANCED_CLASSES == torchvision.datasets.EMNIST.classes_split_dict["balanced"]
-    for train in (True, False):
-        images, labels = datasets.split_files("mnist", data_dir, train)
-        assert torch.equal(datasets.read_idx(images, 3), read_image_file(images))
-        assert torch.equal(datasets.read_idx(labels, 1), read_label_file(labels))
-    assert datasets.read_idx(images, 3).shape == (256, 28, 28)
-    assert datasets.loader_class("mnist") is torchvision.datasets.MNIST
-    assert issubclass(datasets.loader_class("cifar100"), torchvision.datasets.CIFAR10)
 
 
 def test_svhn_images_and_labels_as_written(data_dir):

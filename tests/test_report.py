@@ -359,6 +359,32 @@ def test_readme_blocks_are_replaced_one_by_one():
                     f"{report.SPEED_BEGIN}\nspeed\n{report.HEADLINE_END}\nc\n")
 
 
+def test_fixed_costs_table_against_hand_numbers(tmp_path):
+    """Medians over the quick runs of each report and dataset, phases summed as the columns
+    say, exit = wall - train.log's total; runs without a timing line left out."""
+    path, made = speed_report(tmp_path)
+    phases = {"start-up and imports": 2.0, "setup": 0.01, "data": 0.07, "build": 0.02,
+              "first step": 0.1, "training": 50.0, "evaluation": 2.5, "saving": 0.05,
+              "drawing": 2.0}
+    for run, scale in zip(made["runs"][2:], (1.0, 2.0, 3.0)):  # quick seeds 0, 1, 2
+        run["timings"] = {k: v * scale for k, v in phases.items()}
+        run["timings"]["total"] = sum(run["timings"].values())
+        run["wall_s"] = run["timings"]["total"] + 0.5 * scale
+    made["runs"][1]["timings"] = dict(phases, total=99.0)  # fast: not a quick run
+    made["runs"][4].pop("timings")  # stopped: no timing line, left out
+    [row] = table_rows(report.fixed_costs_table([(path, made)]))
+    assert (row["report"], row["dataset"], row["runs"]) == ("cpu", "mnist", "2")
+    # the median of two runs at scales 1 and 2: 1.5 times each phase
+    assert row["start-up"] == "3.00" and row["setup to build"] == f"{1.5 * 0.10:.2f}"
+    assert (row["first step"], row["evaluation"], row["saving"], row["drawing"]) == (
+        "0.15", "3.75", f"{(0.05 + 0.1) / 2:.2f}", "3.00")
+    assert row["exit"] == "0.75" and row["training"] == "75.00"
+    fixed = 1.5 * (2.0 + 0.1 + 0.1 + 2.5 + 0.05 + 2.0 + 0.5)
+    assert row["fixed"] == f"{fixed:.2f}"
+    assert row["wall s"] == f"{1.5 * (sum(phases.values()) + 0.5):.1f}"
+    assert report.fixed_costs_table([(path, dict(made, runs=made["runs"][:2]))]) == ""
+
+
 def test_time_to_accuracy_figure_axes_hold_every_point(tmp_path):
     """Seconds on a log axis and accuracy on a logit one: a chance-level first evaluation, a
     perfect one and a run at second 0 still draw, inside the axes, with plain tick labels."""
