@@ -81,18 +81,20 @@ class WeightAverage(torch.optim.swa_utils.AveragedModel):
     def __init__(self, net, decay):
         super().__init__(net, use_buffers=True)
         self.decay = decay
-        self._lists = None  # (id of the model, [floats: mine, its], [others: mine, its])
+        self._model = None  # id of the model the lists below are of
+        self._lists = None  # (mine, its) floating-point tensors, (mine, its) others
 
     @torch.no_grad()
     def update_parameters(self, model):
-        if self._lists is None or self._lists[0] != id(model):
+        if self._model != id(model):
             pairs = list(zip(itertools.chain(self.module.parameters(), self.module.buffers()),
                              itertools.chain(model.parameters(), model.buffers())))
-            self._lists = (id(model),) + tuple(
-                ([a.detach() for a, b in pairs if a.is_floating_point() == floating],
-                 [b.detach() for a, b in pairs if a.is_floating_point() == floating])
-                for floating in (True, False))
-        _, (mine, theirs), (my_others, their_others) = self._lists
+            floats = [(a.detach(), b.detach()) for a, b in pairs if a.is_floating_point()]
+            others = [(a.detach(), b.detach()) for a, b in pairs if not a.is_floating_point()]
+            self._model = id(model)
+            self._lists = ([a for a, _ in floats], [b for _, b in floats],
+                           [a for a, _ in others], [b for _, b in others])
+        mine, theirs, my_others, their_others = self._lists
         n = self.n_averaged  # on the CPU: reading it is no sync
         if n.item() == 0:
             torch._foreach_copy_(mine + my_others, theirs + their_others)
