@@ -87,13 +87,14 @@ class WeightAverage(torch.optim.swa_utils.AveragedModel):
     @torch.no_grad()
     def update_parameters(self, model):
         if self._model != id(model):
-            pairs = list(zip(itertools.chain(self.module.parameters(), self.module.buffers()),
-                             itertools.chain(model.parameters(), model.buffers())))
-            floats = [(a.detach(), b.detach()) for a, b in pairs if a.is_floating_point()]
-            others = [(a.detach(), b.detach()) for a, b in pairs if not a.is_floating_point()]
+            floats, others = ([], []), ([], [])
+            for a, b in zip(itertools.chain(self.module.parameters(), self.module.buffers()),
+                            itertools.chain(model.parameters(), model.buffers())):
+                mine, theirs = floats if a.is_floating_point() else others
+                mine.append(a.detach())
+                theirs.append(b.detach())
             self._model = id(model)
-            self._lists = ([a for a, _ in floats], [b for _, b in floats],
-                           [a for a, _ in others], [b for _, b in others])
+            self._lists = floats + others
         mine, theirs, my_others, their_others = self._lists
         n = self.n_averaged  # on the CPU: reading it is no sync
         if n.item() == 0:
