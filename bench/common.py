@@ -43,7 +43,7 @@ from utils import Dist, OneLineParser, UserError, deterministic, pick_device  # 
 TRAIN_IMAGES, VAL_IMAGES, NUM_CLASSES = 60000, 10000, 10  # full MNIST, for per-epoch estimates
 QUICK_TRAIN, QUICK_VAL = 4096, 1024  # --quick --fake: the generated split sizes
 LOSSES = ("standalone", "cent", "xent")
-LR = {"lenet": 0.001, "resnet": 0.01, "resnet-s2": 0.01}  # LeNet++ (no BatchNorm) wants 0.001
+LR = {"lenet": 0.001, "resnet": 0.01, "resnet-s2": 0.01, "resnet-s2-slim": 0.01}  # LeNet++ (no BatchNorm) wants 0.001
 MM_SIZE = 1024
 
 
@@ -428,12 +428,17 @@ def header(name, m):
 
 def fixed_width(rows, columns):
     """Header, rule and one line per row (a dict): columns are (title, width, format(row));
-    a negative width aligns left."""
+    a negative width aligns left; a column widens to one space more than its longest cell."""
+    rows = list(rows)
+    cells = [[fmt(row) for _, _, fmt in columns] for row in rows]
+    widths = [max([abs(width), len(title) + 1] + [len(line[i]) + 1 for line in cells])
+              * (-1 if width < 0 else 1) for i, (title, width, _) in enumerate(columns)]
+
     def cell(text, width):
         return f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"
-    head = "".join(cell(title, width) for title, width, _ in columns)
+    head = "".join(cell(title, width) for (title, _, _), width in zip(columns, widths))
     return [head, "-" * len(head),
-            *("".join(cell(fmt(row), width) for _, width, fmt in columns) for row in rows)]
+            *("".join(cell(text, width) for text, width in zip(line, widths)) for line in cells)]
 
 
 PAIR_COLUMNS = [("model", -11, lambda r: r["model"]), ("loss", -11, lambda r: r["loss"])]

@@ -1,8 +1,9 @@
 """Feature extractors: images (N, C, H, W) -> features (N, feat_dim)."""
 from .lenet import LeNetPP
-from .resnet import SmallResNet, StridedResNet
+from .resnet import SlimStridedResNet, SmallResNet, StridedResNet
 
-MODELS = {"resnet": SmallResNet, "resnet-s2": StridedResNet, "lenet": LeNetPP}
+MODELS = {"resnet": SmallResNet, "resnet-s2": StridedResNet, "resnet-s2-slim": SlimStridedResNet,
+          "lenet": LeNetPP}
 
 
 def build_model(name, feat_dim, in_channels, image_size):
@@ -11,4 +12,4 @@ def build_model(name, feat_dim, in_channels, image_size):
     return MODELS[name](feat_dim=feat_dim, in_channels=in_channels, image_size=image_size)
 
 
-__all__ = ["LeNetPP", "SmallResNet", "StridedResNet", "MODELS", "build_model"]
+__all__ = ["LeNetPP", "SlimStridedResNet", "SmallResNet", "StridedResNet", "MODELS", "build_model"]
