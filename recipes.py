@@ -14,10 +14,9 @@ user types win, and args.json records the resolved values.
     quick      about a minute on two CPU cores: fast's schedule fitted to a budget of 1.5
                epochs (half an epoch of warm-up, lr 0.1), one evaluation at the end, bf16
                autocast where the device has native bf16 (--amp); on MNIST and Fashion-MNIST
-               the strided ResNet (--model resnet-s2, half the step time; on MNIST its slim
-               variant, resnet-s2-slim, 0.83-0.88x of that) for 3 epochs of batch 64 at lr 0.2
-               (standalone 0.1; on MNIST 3.75 epochs of batch 128), and on MNIST label
-               smoothing 0.1 for xent and cent
+               the strided ResNet (--model resnet-s2, half the step time) for 3 epochs of
+               batch 64 at lr 0.2 (standalone 0.1; on MNIST 3.75 epochs of batch 128), and on
+               MNIST label smoothing 0.1 for xent and cent
     tuned      fast's schedule with the settings `sweep.py --tune` found for this loss,
                dataset and feat_dim on the held-out validation split (--recipe-file)
 
@@ -79,10 +78,8 @@ QUICK = {
         # diverged at 0.2), and xent fell back at 0.3
         # on MNIST's validation split (bench/README.md), label smoothing 0.1 raised xent by
         # 0.20-0.38 points and cent by 0.03-0.21; standalone's 3.5 epochs of batch 128 at lr
-        # 0.1 beat its 3 of 64 by 0.09-0.20 in less time, and 3.75 the 3.5 by 0.07-0.09; the
-        # slim strided ResNet (a 64-channel last stage) lowered each loss's mean over 3 seeds
-        # by 0.03-0.04 points, within the seeds' spread, in 0.83-0.88x the step time
-        "mnist": {"model": "resnet-s2-slim", "epochs": 3, "batch_size": 64, "lr": 0.2,
+        # 0.1 beat its 3 of 64 by 0.09-0.20 in less time, and 3.75 the 3.5 by 0.07-0.09
+        "mnist": {"model": "resnet-s2", "epochs": 3, "batch_size": 64, "lr": 0.2,
                   "objectives": {"standalone": {"lr": 0.1, "batch_size": 128, "epochs": 3.75},
                                  "xent": {"label_smoothing": 0.1},
                                  "cent": {"label_smoothing": 0.1}}},

@@ -67,9 +67,9 @@ def test_quick_recipe_values_and_what_the_user_types_wins():
     for loss in ("xent", "cent", "standalone"):
         args = parse("--recipe", "quick", "--loss", loss)
         assert (args.model, args.epochs, args.lr, args.scheduler, args.warmup_epochs,
-                args.batch_size) == (("resnet-s2-slim", 3.75, 0.1, "warmup-cosine", 0.5, 128)
+                args.batch_size) == (("resnet-s2", 3.75, 0.1, "warmup-cosine", 0.5, 128)
                                      if loss == "standalone" else
-                                     ("resnet-s2-slim", 3, 0.2, "warmup-cosine", 0.5, 64))  # MNIST's
+                                     ("resnet-s2", 3, 0.2, "warmup-cosine", 0.5, 64))  # MNIST's
         args = parse("--recipe", "quick", "--loss", loss, "--dataset", "fashion-mnist")
         assert (args.model, args.epochs, args.lr, args.batch_size) == (
             "resnet-s2", 3, 0.1 if loss == "standalone" else 0.2, 64)
