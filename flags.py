@@ -79,8 +79,8 @@ def build_parser():
                    help="resnet: the reference runs' small pre-activation ResNet; resnet-s2: "
                    "its layers on a stride-2 stem (a quarter of the map, half the step time; "
                    "--recipe quick's on (Fashion-)MNIST); resnet-s2-slim: resnet-s2 with a "
-                   "64-channel last stage (0.83-0.88x its step, a little less accurate); lenet: LeNet++ (no BatchNorm: train it with "
-                   "--lr 0.001)")
+                   "64-channel last stage (0.83-0.88x its step, a little less accurate); "
+                   "lenet: LeNet++ (no BatchNorm: train it with --lr 0.001)")
     g.add_argument("--feat-dim", "--feat_dim", type=int, default=2,
                    help="size of the learned features (2: drawn as they are)")
     g.add_argument("--sync-bn", "--sync_bn", action="store_true",

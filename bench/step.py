@@ -48,7 +48,7 @@ class Baseline:
         self.model = build_model(model, cfg.feat_dim, 1, 28).to(device)
         self.objective = build_objective(loss, common.NUM_CLASSES, cfg.feat_dim).to(device)
         params = list(self.model.parameters()) + list(self.objective.parameters())
-        self.optimizer = torch.optim.SGD(params, lr=common.LR[model], momentum=0.9)
+        self.optimizer = torch.optim.SGD(params, lr=common.lr_of(model), momentum=0.9)
         self.device, self.steps, self.batch_size = device, cfg.steps, cfg.batch_size
         self.iterator = iter(self.loader)
 

@@ -59,8 +59,8 @@ class StridedResNet(SmallResNet):
     """SmallResNet with a stride-2 stem (3x3, padding 1): the same layers and parameters,
     every block on a map a quarter the size (MNIST: 14x14, 7x7 and 4x4 instead of 26x26,
     13x13 and 7x7). On two AMX-BF16 Xeon cores a training step takes half the time (bf16,
-    batch 64: 3869 against 1932 img/s, bench/README.md): --recipe quick's model on MNIST
-    and Fashion-MNIST."""
+    batch 64: 3869 against 1932 img/s, bench/README.md): --recipe quick's model on MNIST and
+    Fashion-MNIST."""
 
     stem = dict(stride=2, padding=1)
 

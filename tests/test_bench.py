@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 
+from bench import common
 from conftest import ROOT
 
 BENCH = os.path.join(ROOT, "bench")
@@ -110,19 +111,19 @@ def test_variants(tmp_path):
         assert f"{'lenet':<11}{'standalone':<11}{name}" in stdout
 
 
-
 def test_fixed_width_widens_a_column_to_its_longest_cell():
     """A model name longer than its column's width still leaves a space before the next
     column; the header and rule are as wide as the rows."""
-    from bench import common
     rows = [{"model": "resnet-s2-slim", "loss": "xent", "img_s": 2745.4},
             {"model": "lenet", "loss": "standalone", "img_s": 12.0}]
-    lines = common.fixed_width(rows, common.PAIR_COLUMNS + [("img/s", 8, lambda r: f"{r['img_s']:.0f}")])
+    lines = common.fixed_width(rows, common.PAIR_COLUMNS
+                               + [("img/s", 8, lambda r: f"{r['img_s']:.0f}")])
     assert [line.split() for line in lines[2:]] == [["resnet-s2-slim", "xent", "2745"],
                                                     ["lenet", "standalone", "12"]]
     assert lines[0].split() == ["model", "loss", "img/s"]
     assert len({len(line) for line in lines}) == 1 and set(lines[1]) == {"-"}
     assert lines[2].index("xent") == lines[0].index("loss")  # left-aligned under its title
+
 
 def test_retrieval(tmp_path):
     stdout, report = smoke(tmp_path, "retrieval.py")

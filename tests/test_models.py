@@ -46,20 +46,20 @@ def test_strided_resnet_is_the_resnet_on_a_quarter_of_the_map():
     assert block_sides(strided) == [14, 7, 7, 4, 4]
 
 
-
 def test_slim_strided_resnet_narrows_only_the_last_stage():
     """resnet-s2-slim: every tensor of resnet-s2 with its name and shape except the last
     block's and fc1's, which have 64 channels where resnet-s2 has 128."""
     slim = {k: v.shape for k, v in build_model("resnet-s2-slim", 2, 1, 28).state_dict().items()}
     strided = {k: v.shape for k, v in build_model("resnet-s2", 2, 1, 28).state_dict().items()}
     last = ("features.5.", "features.6.", "fc1.")  # the last block, its BatchNorm, fc1
+    # 64 -> 64 at stride 1: the identity shortcut where resnet-s2 has a 1x1 conv to 128
     assert slim.keys() == strided.keys() - {"features.5.skip.weight"}
     assert {k: v for k, v in slim.items() if not k.startswith(last)} == \
         {k: v for k, v in strided.items() if not k.startswith(last)}
     assert slim["features.5.conv1.weight"] == (64, 64, 3, 3)
     assert strided["features.5.conv1.weight"] == (128, 64, 3, 3)
     assert slim["features.5.conv2.weight"] == (64, 64, 3, 3) and slim["fc1.weight"] == (2, 64)
-    # 64 -> 64 at stride 1: the identity shortcut where resnet-s2 has a 1x1 conv to 128
+
 
 def test_unknown_model():
     with pytest.raises(ValueError, match="resnet, resnet-s2, resnet-s2-slim, lenet"):
