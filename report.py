@@ -570,10 +570,10 @@ def family_notes(folder):
 
 # ----------------------------------------------------------------------------- time to accuracy
 
-def speed_reports(results_dir):
-    """The reports of bench/time_to_accuracy.py committed in results/speed/, read."""
+def speed_reports(results_dir, folder="speed"):
+    """The reports of bench/time_to_accuracy.py committed in results/<folder>/, read."""
     out = []
-    for path in sorted(glob.glob(os.path.join(results_dir, "speed", "*.json"))):
+    for path in sorted(glob.glob(os.path.join(results_dir, folder, "*.json"))):
         try:
             with open(path) as f:
                 report = json.load(f)
@@ -678,6 +678,31 @@ def fixed_costs_table(reports, label="quick"):
                 "fixed": f"{statistics.median(fixed):.2f}",
                 "training": f"{statistics.median(r['timings'].get('training', 0.0) for r in runs):.2f}",
                 "wall s": f"{statistics.median(r['wall_s'] for r in runs):.1f}"})
+    return markdown(rows) if rows else ""
+
+
+def repeats_table(reports, label="quick", bound=60.0):
+    """Markdown: per report of the same command made again and again, and per dataset, when
+    it started, the convolution rate measured before it, `label`'s runs, how many reached the
+    target, and their wall seconds: median, least to most, and how many ended within
+    `bound`; reports in the order they were made."""
+    rows = []
+    for path, report in sorted(reports, key=lambda pr: pr[1]["meta"]["date"]):
+        by_dataset = {}
+        for run in report["runs"]:
+            if run["label"] == label:
+                by_dataset.setdefault(run["dataset"], []).append(run)
+        for dataset, runs in by_dataset.items():
+            walls = [r["wall_s"] for r in runs]
+            rows.append({
+                "report": os.path.splitext(os.path.basename(path))[0].replace("time_to_accuracy-", ""),
+                "started": report["meta"]["date"].replace("T", " ")[:16],
+                "conv GFLOP/s": f"{report.get('rates', {}).get('conv_ref_gflops') or 0:.0f}",
+                "dataset": dataset, "runs": str(len(runs)),
+                "at target": str(sum(r["target_s"] is not None for r in runs)),
+                "wall s": f"{statistics.median(walls):.1f}",
+                "least - most": f"{min(walls):.1f} - {max(walls):.1f}",
+                f"within {bound:g} s": str(sum(w <= bound for w in walls))})
     return markdown(rows) if rows else ""
 
 
@@ -795,6 +820,13 @@ in seconds: start-up (the interpreter and the imports, from the process's start)
 build (device, data, model), the first step, the evaluation, the checkpoint and snapshot
 writes, the pictures, and exit (from train.log's last line to the process's end, wall s -
 total); fixed: their sum; training: the optimizer steps but the first."""
+
+REPEATS_TEXT = """`python bench/time_to_accuracy.py --datasets mnist --recipes quick --losses
+xent,cent,standalone --seeds 0,1,2 --slow-seeds 0 --stop-at-target --quick-epochs ""` made
+again and again, one report after another on the same otherwise idle machine (reports in
+`results/speed/repeats/`): how quick's wall time follows the host's speed from hour to hour.
+conv: the fp32 convolution rate measured before the report's runs; wall s: the median over
+its runs, then the least and the most, and how many ended within a minute."""
 
 CHOICES_TEXT = """The probes behind a recipe's values (in `results/choices/`): `python main.py
 --recipe R --loss L --dataset D --feat-dim F --seed S --val-size N --no-test` with the
@@ -940,6 +972,9 @@ def page_sections(runs, trials, img_dir, pictures, results_dir="results"):
         costs = fixed_costs_table(reports)
         if costs:
             sections.append(("Where a quick run's seconds go", FIXED_COSTS_TEXT + "\n\n" + costs))
+    repeats = repeats_table(speed_reports(results_dir, os.path.join("speed", "repeats")))
+    if repeats:
+        sections.append(("Quick again and again", REPEATS_TEXT + "\n\n" + repeats))
     if runs:
         sections.append(("Reproduction of the published table (published protocol)",
                          "Runs made as their recipe makes them today; mean ± sample std over "

@@ -385,6 +385,35 @@ def test_fixed_costs_table_against_hand_numbers(tmp_path):
     assert report.fixed_costs_table([(path, dict(made, runs=made["runs"][:2]))]) == ""
 
 
+def test_repeats_table_against_hand_numbers_and_on_the_page(tmp_path):
+    """One row per repeated report, the older first: quick's runs only, how many reached the
+    target, the median, least and most wall seconds and how many within the bound; the page
+    shows them from results/speed/repeats/ and leaves them out of the per-report tables."""
+    _, made = speed_report(tmp_path)
+    (tmp_path / "speed" / "time_to_accuracy-cpu.json").unlink()
+    (tmp_path / "speed" / "repeats").mkdir()
+    later = json.loads(json.dumps(made))
+    later["meta"]["date"], later["rates"] = "2026-12-03T07:30:00", {"conv_ref_gflops": 312.4}
+    for run, wall in zip(later["runs"][2:], (58.0, 61.5, 59.9)):
+        run["wall_s"], run["target_s"] = wall, wall - 2
+    for name, made_ in (("b-first.json", made), ("a-later.json", later)):
+        (tmp_path / "speed" / "repeats" / name).write_text(json.dumps(made_))
+    reports = report.speed_reports(str(tmp_path), os.path.join("speed", "repeats"))
+    first, second = table_rows(report.repeats_table(reports))
+    assert (first["report"], first["started"], first["conv GFLOP/s"]) == ("b-first", "2026-12-03 06:00", "0")
+    # quick walls 90, 100, 110: seed 2 short of the target, none within a minute
+    assert (first["runs"], first["at target"], first["wall s"], first["least - most"],
+            first["within 60 s"]) == ("3", "2", "100.0", "90.0 - 110.0", "0")
+    assert (second["report"], second["conv GFLOP/s"], second["at target"], second["wall s"],
+            second["least - most"], second["within 60 s"]) == (
+        "a-later", "312", "3", "59.9", "58.0 - 61.5", "2")
+    assert table_rows(report.repeats_table(reports, bound=61.5))[1]["within 61.5 s"] == "3"
+    assert report.repeats_table([]) == "" and report.speed_reports(str(tmp_path)) == []
+    page = report.results_page(str(tmp_path))
+    assert "## Quick again and again" in page and "| b-first | 2026-12-03 06:00 |" in page
+    assert "Time to accuracy" not in page
+
+
 def test_time_to_accuracy_figure_axes_hold_every_point(tmp_path):
     """Seconds on a log axis and accuracy on a logit one: a chance-level first evaluation, a
     perfect one and a run at second 0 still draw, inside the axes, with plain tick labels."""
