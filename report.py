@@ -650,6 +650,19 @@ def speed_table(report):
     return markdown(rows)
 
 
+def runs_by_report(reports, label, keep=lambda run: True):
+    """(report name, report, dataset, runs) per report, in the order they were made, and per
+    dataset: `label`'s runs that `keep` holds for, where there are any."""
+    for path, report in sorted(reports, key=lambda pr: pr[1]["meta"]["date"]):
+        by_dataset = {}
+        for run in report["runs"]:
+            if run["label"] == label and keep(run):
+                by_dataset.setdefault(run["dataset"], []).append(run)
+        name = os.path.splitext(os.path.basename(path))[0].replace("time_to_accuracy-", "")
+        for dataset, runs in by_dataset.items():
+            yield name, report, dataset, runs
+
+
 FIXED_COSTS = (("start-up", ("start-up and imports",)), ("setup to build", ("setup", "data", "build")),
                ("first step", ("first step",)), ("evaluation", ("evaluation",)),
                ("saving", ("saving",)), ("drawing", ("drawing",)))
@@ -662,22 +675,18 @@ def fixed_costs_table(reports, label="quick"):
     their sum, beside the training seconds and the wall time; reports in the order they were
     made. A stopped run has no timing line and is left out."""
     rows = []
-    for path, report in sorted(reports, key=lambda pr: pr[1]["meta"]["date"]):
-        by_dataset = {}
-        for run in report["runs"]:
-            if run["label"] == label and run.get("timings", {}).get("total") is not None:
-                by_dataset.setdefault(run["dataset"], []).append(run)
-        for dataset, runs in by_dataset.items():
-            costs = {name: [sum(r["timings"].get(p, 0.0) for p in phases) for r in runs]
-                     for name, phases in FIXED_COSTS}
-            costs["exit"] = [r["wall_s"] - r["timings"]["total"] for r in runs]
-            fixed = [sum(values) for values in zip(*costs.values())]
-            rows.append({"report": os.path.splitext(os.path.basename(path))[0].replace(
-                "time_to_accuracy-", ""), "dataset": dataset, "runs": str(len(runs)),
-                **{name: f"{statistics.median(v):.2f}" for name, v in costs.items()},
-                "fixed": f"{statistics.median(fixed):.2f}",
-                "training": f"{statistics.median(r['timings'].get('training', 0.0) for r in runs):.2f}",
-                "wall s": f"{statistics.median(r['wall_s'] for r in runs):.1f}"})
+    timed = runs_by_report(reports, label, lambda r: r.get("timings", {}).get("total") is not None)
+    for report_name, _, dataset, runs in timed:
+        costs = {name: [sum(r["timings"].get(p, 0.0) for p in phases) for r in runs]
+                 for name, phases in FIXED_COSTS}
+        costs["exit"] = [r["wall_s"] - r["timings"]["total"] for r in runs]
+        fixed = [sum(values) for values in zip(*costs.values())]
+        rows.append({"report": report_name, "dataset": dataset, "runs": str(len(runs)),
+                     **{name: f"{statistics.median(v):.2f}" for name, v in costs.items()},
+                     "fixed": f"{statistics.median(fixed):.2f}",
+                     "training": "{:.2f}".format(statistics.median(
+                         r["timings"].get("training", 0.0) for r in runs)),
+                     "wall s": f"{statistics.median(r['wall_s'] for r in runs):.1f}"})
     return markdown(rows) if rows else ""
 
 
@@ -687,22 +696,16 @@ def repeats_table(reports, label="quick", bound=60.0):
     target, and their wall seconds: median, least to most, and how many ended within
     `bound`; reports in the order they were made."""
     rows = []
-    for path, report in sorted(reports, key=lambda pr: pr[1]["meta"]["date"]):
-        by_dataset = {}
-        for run in report["runs"]:
-            if run["label"] == label:
-                by_dataset.setdefault(run["dataset"], []).append(run)
-        for dataset, runs in by_dataset.items():
-            walls = [r["wall_s"] for r in runs]
-            rows.append({
-                "report": os.path.splitext(os.path.basename(path))[0].replace("time_to_accuracy-", ""),
-                "started": report["meta"]["date"].replace("T", " ")[:16],
-                "conv GFLOP/s": f"{report.get('rates', {}).get('conv_ref_gflops') or 0:.0f}",
-                "dataset": dataset, "runs": str(len(runs)),
-                "at target": str(sum(r["target_s"] is not None for r in runs)),
-                "wall s": f"{statistics.median(walls):.1f}",
-                "least - most": f"{min(walls):.1f} - {max(walls):.1f}",
-                f"within {bound:g} s": str(sum(w <= bound for w in walls))})
+    for name, report, dataset, runs in runs_by_report(reports, label):
+        walls = [r["wall_s"] for r in runs]
+        rows.append({
+            "report": name, "started": report["meta"]["date"].replace("T", " ")[:16],
+            "conv GFLOP/s": f"{report.get('rates', {}).get('conv_ref_gflops') or 0:.0f}",
+            "dataset": dataset, "runs": str(len(runs)),
+            "at target": str(sum(r["target_s"] is not None for r in runs)),
+            "wall s": f"{statistics.median(walls):.1f}",
+            "least - most": f"{min(walls):.1f} - {max(walls):.1f}",
+            f"within {bound:g} s": str(sum(w <= bound for w in walls))})
     return markdown(rows) if rows else ""
 
 

@@ -400,7 +400,8 @@ def test_repeats_table_against_hand_numbers_and_on_the_page(tmp_path):
         (tmp_path / "speed" / "repeats" / name).write_text(json.dumps(made_))
     reports = report.speed_reports(str(tmp_path), os.path.join("speed", "repeats"))
     first, second = table_rows(report.repeats_table(reports))
-    assert (first["report"], first["started"], first["conv GFLOP/s"]) == ("b-first", "2026-12-03 06:00", "0")
+    assert (first["report"], first["started"], first["conv GFLOP/s"]) == (
+        "b-first", "2026-12-03 06:00", "0")
     # quick walls 90, 100, 110: seed 2 short of the target, none within a minute
     assert (first["runs"], first["at target"], first["wall s"], first["least - most"],
             first["within 60 s"]) == ("3", "2", "100.0", "90.0 - 110.0", "0")
