@@ -13,7 +13,7 @@ import pickle
 import re
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -675,6 +675,19 @@ def validation_indices(labels, n, num_classes=None):
             members = perm[labels[perm] == k]
             chosen.append(members[:q])
     return torch.cat(chosen).sort().values if chosen else torch.zeros(0, dtype=torch.int64)
+
+
+def center_crop(split, size, name):
+    """The split with every image cut to its center size x size (size None: as it is); where
+    an odd margin cannot be halved, the extra row or column goes from the bottom or right."""
+    if size is None:
+        return split
+    height, width = split.images.shape[-2:]
+    if size > min(height, width):
+        raise UserError(f"--center-crop {size} is larger than {short_name(name)}'s "
+                        f"{height}x{width} images")
+    top, left = (height - size) // 2, (width - size) // 2
+    return replace(split, images=split.images[..., top:top + size, left:left + size].contiguous())
 
 
 def split_validation(split, n):

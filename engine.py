@@ -238,9 +238,10 @@ def load_data(args, device):
     clean   a fixed subset of `train`, the size of the deciding split, measured unaugmented
             with the evaluated weights: a train-test gap of like with like."""
     def load(train):
-        return datasets.load_split(args.dataset, args.data_dir, train, device, args.subset,
-                                   args.download, image_size=args.image_size,
-                                   channels=args.channels)
+        split = datasets.load_split(args.dataset, args.data_dir, train, device, args.subset,
+                                    args.download, image_size=args.image_size,
+                                    channels=args.channels)
+        return datasets.center_crop(split, args.center_crop, args.dataset)
     train = load(True)
     test = load(False) if args.test or not args.val_size else None
     unseen = None

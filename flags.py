@@ -72,6 +72,10 @@ def build_parser():
                    "the digits, flips and shifts on the photos; --no-augment: the images as they are)")
     g.add_argument("--image-size", "--image_size", type=int, default=None,
                    help="folder: datasets: resize every image to SxS")
+    g.add_argument("--center-crop", "--center_crop", type=int, default=None, metavar="S",
+                   help="train and evaluate on the center SxS of every image (default: the "
+                   "whole image; --recipe quick: 24 on MNIST, whose digits are drawn in a "
+                   "20x20 box)")
     g.add_argument("--channels", type=int, default=None, choices=(1, 3),
                    help="folder: datasets: 1 (grey) or 3 (RGB) (default: from the images)")
     g = p.add_argument_group("model")
@@ -218,7 +222,7 @@ def parse_args(argv=None):
 
 
 POSITIVE = ("feat_dim", "epochs", "steps", "batch_size", "subset", "eval_every", "log_interval",
-            "step_size", "snapshot_size", "image_size", "lr", "lr_cent", "gamma")
+            "step_size", "snapshot_size", "image_size", "center_crop", "lr", "lr_cent", "gamma")
 NOT_NEGATIVE = ("weight_decay", "momentum", "warmup_epochs", "val_size")
 
 

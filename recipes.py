@@ -16,7 +16,8 @@ user types win, and args.json records the resolved values.
                autocast where the device has native bf16 (--amp); on MNIST and Fashion-MNIST
                the strided ResNet (--model resnet-s2, half the step time) for 3 epochs of
                batch 64 at lr 0.2 (standalone 0.1; on MNIST 3.75 epochs of batch 128), and on
-               MNIST label smoothing 0.1 for xent and cent
+               MNIST the center 24x24 of the images (--center-crop) and label smoothing 0.1
+               for xent and cent
     tuned      fast's schedule with the settings `sweep.py --tune` found for this loss,
                dataset and feat_dim on the held-out validation split (--recipe-file)
 
@@ -79,7 +80,10 @@ QUICK = {
         # on MNIST's validation split (bench/README.md), label smoothing 0.1 raised xent by
         # 0.20-0.38 points and cent by 0.03-0.21; standalone's 3.5 epochs of batch 128 at lr
         # 0.1 beat its 3 of 64 by 0.09-0.20 in less time, and 3.75 the 3.5 by 0.07-0.09
-        "mnist": {"model": "resnet-s2", "epochs": 3, "batch_size": 64, "lr": 0.2,
+        # MNIST's digits are drawn in a 20x20 box centred in 28x28: the center 24x24 holds
+        # all the ink of 88 % of the training images and 99.7 % of all ink, the step runs
+        # 1.19x faster in bf16, and the validation accuracy stayed (bench/README.md)
+        "mnist": {"model": "resnet-s2", "center_crop": 24, "epochs": 3, "batch_size": 64, "lr": 0.2,
                   "objectives": {"standalone": {"lr": 0.1, "batch_size": 128, "epochs": 3.75},
                                  "xent": {"label_smoothing": 0.1},
                                  "cent": {"label_smoothing": 0.1}}},

@@ -262,12 +262,14 @@ def synthetic_run(run_dir, epochs, n_train, n_val, device, seed=0):
 def project_args(model, loss, options, batch_size, feat_dim, device):
     """main.py's flags for this (model, loss), the reference recipe applied and the
     device-dependent defaults resolved; options turns amp / compile on, or sets
-    channels_last either way."""
+    channels_last either way, and center_crop the images' size."""
     argv = ["--model", model, "--loss", loss, "--dataset", "mnist", "--batch-size", str(batch_size),
             "--feat-dim", str(feat_dim), "--lr", str(lr_of(model))]
     argv += [f"--{k}" for k in ("amp", "compile") if options.get(k)]
     if "channels_last" in options:
         argv.append("--channels-last" if options["channels_last"] else "--no-channels-last")
+    if options.get("center_crop"):
+        argv += ["--center-crop", str(options["center_crop"])]
     args, _ = project_flags.parse_args(argv)
     return engine.resolve_auto(args, device)
 
@@ -275,15 +277,16 @@ def project_args(model, loss, options, batch_size, feat_dim, device):
 class Ours:
     """engine.train_one_epoch on a split of exactly --steps batches: the project's step, data
     path, device-side logging and its syncs every --log-interval steps, as users run them.
-    options: amp, compile, channels_last (see project_args) and threads."""
+    options: amp, compile, channels_last, center_crop (see project_args) and threads."""
 
     def __init__(self, model, loss, cfg, data, device, options=None):
         options = options or {}
         self.args = project_args(model, loss, options, cfg.batch_size, cfg.feat_dim, device)
         self.threads = options.get("threads")
         self.device, self.spec = device, data.spec
-        self.split = repeat_split(data.train, cfg.steps * cfg.batch_size)
-        channels, size = data.train.images.shape[1], data.train.images.shape[-1]
+        train = datasets.center_crop(data.train, self.args.center_crop, "mnist")
+        self.split = repeat_split(train, cfg.steps * cfg.batch_size)
+        channels, size = train.images.shape[1], train.images.shape[-1]
         torch.manual_seed(0)
         self.net, self.optimizer = engine.build_net(self.args, NUM_CLASSES, channels, size, device)
         self.memory_format = engine.memory_format_of(self.args)

@@ -1,10 +1,12 @@
 """Which options of the training step pay on this machine: bf16 autocast (--amp), the
-channels_last memory format (on, and off), torch.compile, other thread counts?
+channels_last memory format (on, and off), torch.compile, other thread counts, a center crop?
 
     python bench/variants.py --data-dir <MNIST root> --amp --channels-last --compile --threads 1,4
     python bench/variants.py --data-dir <MNIST root>   # no option named: --amp --channels-last
     python bench/variants.py --quick --fake            # smoke run on generated data
     python bench/variants.py --device cuda --amp       # on a GPU
+    python bench/variants.py --data-dir <MNIST root> --models resnet-s2 --losses xent \
+        --batch-size 64 --amp --center-crops 24      # quick's crop on MNIST, in bf16
 
 Each option named is timed beside the project's default step (bench/common.py's Ours: main.py's
 flags with their device-dependent defaults), and so are their combinations (amp+channels_last,
@@ -35,6 +37,9 @@ def variants_of(cfg):
         out.append(("amp+channels_last", {"amp": True, "channels_last": True}))
     if len(on) > 1:
         out.append(("+".join(on), {k: True for k in on}))
+    # a center crop with every option asked for: what it saves on top of them
+    out += [("+".join(on + [f"center_crop={size}"]), {**{k: True for k in on}, "center_crop": size})
+            for size in cfg.center_crops]
     return out + [(f"threads={n}", {"threads": n}) for n in cfg.threads]
 
 
@@ -101,8 +106,12 @@ def parse_flags(argv=None):
                    help="time it with channels_last on, and off (contiguous)")
     p.add_argument("--compile", action="store_true", help="time it under torch.compile")
     p.add_argument("--threads", default="", help="time it with torch.set_num_threads(N), e.g. 1,4")
+    p.add_argument("--center-crops", default="",
+                   help="time it on the center SxS of the images (main.py --center-crop), with "
+                   "the other options named, e.g. 24")
     cfg = common.parse(p, argv)
     cfg.threads = common.int_list(p, cfg.threads, "--threads")
+    cfg.center_crops = common.int_list(p, cfg.center_crops, "--center-crops")
     if not (cfg.amp or cfg.channels_last or cfg.compile or cfg.threads):
         cfg.amp = cfg.channels_last = True
     return cfg

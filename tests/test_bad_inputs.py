@@ -148,6 +148,8 @@ MAIN_CASES = [
     (["--val-size", "128"], ["--val-size 128: must be 0 or from 10"]),
     (["--dataset", "folder:/x", "--image-size", "0"], ["--image-size must be positive"]),
     (["--snapshot-size", "0"], ["--snapshot-size must be positive"]),
+    (["--center-crop", "0"], ["--center-crop must be positive"]),
+    (["--center-crop", "29"], ["--center-crop 29 is larger than mnist's 28x28 images"]),
     (["--log-interval", "0"], ["--log-interval must be positive"]),
     (["--batch-size", "100000"], ["fewer than one batch of 100000"]),
     # flags that do not apply, or contradict

@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from bench import common
+from bench import common, variants
 from conftest import ROOT
 
 BENCH = os.path.join(ROOT, "bench")
@@ -28,7 +28,8 @@ OVERHEAD_MEASURES = ["ours_img_s", "train_epoch_s_est", "eval_img_s", "evaluate_
                      "snapshot_s", "checkpoint_s", "overhead_s", "overhead_frac"]
 # a small extra for each, to keep the smoke runs short
 SMOKE_FLAGS = {"step.py": [], "epoch_overhead.py": ["--models", "lenet"],
-               "variants.py": ["--models", "lenet", "--threads", "1", "--channels-last"],
+               "variants.py": ["--models", "lenet", "--threads", "1", "--channels-last",
+                               "--center-crops", "20"],
                "retrieval.py": [], "draw_gif.py": [], "tensorboard_cost.py": [],
                "time_to_accuracy.py": []}
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -101,15 +102,29 @@ def test_epoch_overhead(tmp_path):
 
 def test_variants(tmp_path):
     stdout, report = smoke(tmp_path, "variants.py")
-    assert report["meta"]["variants"] == ["channels_last", "contiguous", "threads=1"]
+    names = ["channels_last", "contiguous", "channels_last+center_crop=20", "threads=1"]
+    assert report["meta"]["variants"] == names
     r = report["results"]["lenet"]["standalone"]
     assert positive(r["default_img_s"]) and r["default"]["channels_last"] is True  # CPU default
-    assert set(r["variants"]) == {"channels_last", "contiguous", "threads=1"}
+    assert set(r["variants"]) == set(names)
     for name, v in r["variants"].items():
         assert positive(v["img_s"]) and positive(v["speedup"]) and positive(v["setup_s"]), name
         assert len(v["img_s_repeats"]) == 2
         assert f"{'lenet':<11}{'standalone':<11}{name}" in stdout
 
+
+def test_a_cropped_variant_trains_on_the_center_of_the_images():
+    cfg = variants.parse_flags(["--quick", "--fake", "--models", "lenet", "--center-crops", "20"])
+    name, options = variants.variants_of(cfg)[-1]
+    assert (name, options) == ("amp+channels_last+center_crop=20",
+                               {"amp": True, "channels_last": True, "center_crop": 20})
+    device = torch.device("cpu")
+    with common.mnist(cfg, device) as data:
+        ours = common.Ours("lenet", "standalone", cfg, data, device, options)
+        assert ours.args.center_crop == 20 and ours.args.amp
+        assert ours.split.images.shape[-2:] == (20, 20)
+        assert torch.equal(ours.split.images[:64], data.train.images[:64, :, 4:24, 4:24])
+        assert positive(ours.run())
 
 def test_fixed_width_widens_a_column_to_its_longest_cell():
     """A model name longer than its column's width still leaves a space before the next

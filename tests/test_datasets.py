@@ -391,3 +391,20 @@ def test_split_classes_and_then_validation(data_dir):
     assert len(fit) + len(val) == len(seen) and len(val) == 40
     again = datasets.split_classes(val, [0])  # composes with the mapping already there
     assert again[1].class_index == [0] and again[0].class_index == seen.class_index[1:]
+
+
+def test_center_crop_keeps_the_middle_of_every_image():
+    images = torch.arange(2 * 5 * 6, dtype=torch.uint8).reshape(2, 1, 5, 6)
+    split = datasets.Split(images, torch.tensor([0, 1]), ["a", "b"])
+    out = datasets.center_crop(split, 3, "mnist")
+    # margins: 2 rows (1 above, 1 below) and 3 columns (1 left, 2 right: the odd one goes right)
+    for n in range(2):
+        for row in range(3):
+            for col in range(3):
+                assert out.images[n, 0, row, col] == n * 30 + (row + 1) * 6 + (col + 1)
+    assert out.images.shape == (2, 1, 3, 3) and out.images.is_contiguous()
+    assert out.labels is split.labels and out.classes == split.classes
+    assert datasets.center_crop(split, None, "mnist") is split
+    assert torch.equal(datasets.center_crop(split, 5, "mnist").images, images[..., :, :5])
+    one_line_error("--center-crop 6 is larger than mnist's 5x6 images",
+                   datasets.center_crop, split, 6, "mnist")

@@ -228,6 +228,21 @@ def test_no_augment_trains_on_the_images_as_they_are(data_dir, dataset):
     assert not any(torch.equal(a[0], p[0]) for a, p in zip(augmented, plain))
 
 
+def test_every_split_of_a_run_is_cropped_alike(data_dir):
+    """--center-crop cuts the training, validation, clean and test images, each to its own
+    center: the full images' pixels, 4 rows and columns in from each side of MNIST's 28."""
+    def load(*extra):
+        args = flags.parse_args(["--data-dir", data_dir, "--no-download", "--val-size", "20",
+                                 *extra])[0]
+        return engine.load_data(args, torch.device("cpu"))
+    full, cropped = load(), load("--center-crop", "20")
+    for part in ("train", "val", "clean", "test"):
+        whole, cut = getattr(full, part), getattr(cropped, part)
+        assert cut.images.shape[-2:] == (20, 20)
+        assert torch.equal(cut.images, whole.images[..., 4:24, 4:24])
+        assert torch.equal(cut.labels, whole.labels)
+
+
 def test_the_clean_training_metric_by_hand(tmp_path, data_dir):
     """train_eval_acc: the evaluated weights on a fixed subset of the training images (never
     the held-out validation ones), unaugmented, the size of the validation split; recomputed

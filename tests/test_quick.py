@@ -78,6 +78,12 @@ def test_quick_recipe_values_and_what_the_user_types_wins():
         assert args.ema_decay == 0.99 and args.nesterov and args.val_size == 0
         assert args.eval_every > args.epochs  # evaluated once, after the last epoch
         assert args.amp == "auto"
+        # MNIST's digits fill a 20x20 box: its quick runs see the center 24x24
+        assert [parse("--recipe", recipe, "--loss", loss, "--dataset", dataset).center_crop
+                for recipe, dataset in (("quick", "mnist"), ("quick", "fashion-mnist"),
+                                        ("quick", "cifar10"), ("fast", "mnist"))] == [
+            24, None, None, None]
+        assert parse("--recipe", "quick", "--loss", loss, "--center-crop", "28").center_crop == 28
     assert parse("--recipe", "quick", "--no-amp").amp is False
     assert parse("--recipe", "quick", "--amp").amp is True
     assert parse("--recipe", "quick", "--epochs", "2").epochs == 2

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import flags
 import plots
 import report
 from conftest import ROOT
@@ -147,9 +148,9 @@ def test_family_table_rows_geometry_gif_and_notes(tmp_path):
         name = f"{loss}-{dataset}-feat={dim}-seed0"
         records = [{"epoch": 1, "test_acc": 0.9, "test_precision_at_1": 0.8,
                     "test_r_precision": 0.7, "test_map_at_r": 0.6, "seconds": 1.0, **geometry}]
-        dirs.append(write_run(str(results), name, {
-            "loss": loss, "dataset": dataset, "feat_dim": dim, "epochs": 1, "recipe": "fast",
-            "val_size": 0}, records[:epochs_done]))
+        made = flags.parse_args(["--recipe", "fast", "--loss", loss, "--dataset", dataset,
+                                 "--feat-dim", str(dim), "--epochs", "1"])[0]
+        dirs.append(write_run(str(results), name, vars(made), records[:epochs_done]))
     (imgs / "standalone-mnist-feat=2-seed0").mkdir(parents=True)
     (imgs / "standalone-mnist-feat=2-seed0" / "val.gif").write_bytes(b"GIF89a")
     notes = {"standalone-mnist-feat=2-seed0": "ten clusters on a circle"}

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import flags
 import recipes
 import sweep
 import report
@@ -142,6 +143,18 @@ def test_recipe_label_names_a_setting_the_run_left_unset(tmp_path, monkeypatch):
     with open(os.path.join(run, "args.json")) as f:
         assert report.recipe_of(json.load(f)) == ("reference", False, 2)
 
+
+
+def test_recipe_label_names_a_flag_newer_than_the_run():
+    """A run made before a flag existed ran with the flag's default: where its recipe sets
+    that flag today, the label says the run left it unset."""
+    made = vars(flags.parse_args(["--recipe", "quick", "--loss", "xent"])[0])
+    assert report.recipe_of(made) == ("quick", False, 3)
+    del made["center_crop"]  # quick's crop on MNIST came after such runs
+    assert report.recipe_of(made) == ("quick, center_crop unset", True, 3)
+    made = vars(flags.parse_args(["--recipe", "fast", "--loss", "xent"])[0])
+    del made["center_crop"]  # fast leaves it at its default: nothing to say
+    assert report.recipe_of(made) == ("fast", False, 5)
 
 def test_results_table_from_run_directories(tmp_path, monkeypatch):
     dirs = [
