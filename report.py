@@ -830,8 +830,10 @@ REPEATS_TEXT = """`python bench/time_to_accuracy.py --datasets mnist --recipes q
 xent,cent,standalone --seeds 0,1,2 --slow-seeds 0 --stop-at-target --quick-epochs ""` made
 again and again, one report after another on the same otherwise idle machine (reports in
 `results/speed/repeats/`): how quick's wall time follows the host's speed from hour to hour.
-conv: the fp32 convolution rate measured before the report's runs; wall s: the median over
-its runs, then the least and the most, and how many ended within a minute."""
+The `crop-repeat` reports ran quick with MNIST's center 24x24 (`--center-crop 24`), the others
+before it had one. conv: the fp32 convolution rate measured before the report's runs; wall
+s: the median over its runs, then the least and the most, and how many ended within a
+minute."""
 
 CHOICES_TEXT = """The probes behind a recipe's values (in `results/choices/`): `python main.py
 --recipe R --loss L --dataset D --feat-dim F --seed S --val-size N --no-test` with the
