@@ -149,7 +149,8 @@ def recipe_of(args):
     shows what it used. Returns that label, whether the run changed any setting, and the
     recipe's epochs."""
     recipe = args.get("recipe", "reference")
-    run = ["--loss", args["loss"], "--dataset", args["dataset"], "--feat-dim", str(args["feat_dim"])]
+    run = ["--loss", args["loss"], "--dataset", args["dataset"],
+           "--feat-dim", str(args["feat_dim"])]
     resolved = vars(flags.parse_args(["--recipe", recipe, *run])[0])
     # a flag newer than the run: the run had its default (the reference recipe's value)
     args = {**vars(flags.parse_args(run)[0]), **args}

@@ -284,7 +284,7 @@ class Ours:
         self.args = project_args(model, loss, options, cfg.batch_size, cfg.feat_dim, device)
         self.threads = options.get("threads")
         self.device, self.spec = device, data.spec
-        train = datasets.center_crop(data.train, self.args.center_crop, "mnist")
+        train = datasets.center_crop(data.train, self.args.center_crop, self.args.dataset)
         self.split = repeat_split(train, cfg.steps * cfg.batch_size)
         channels, size = train.images.shape[1], train.images.shape[-1]
         torch.manual_seed(0)

@@ -126,6 +126,7 @@ def test_a_cropped_variant_trains_on_the_center_of_the_images():
         assert torch.equal(ours.split.images[:64], data.train.images[:64, :, 4:24, 4:24])
         assert positive(ours.run())
 
+
 def test_fixed_width_widens_a_column_to_its_longest_cell():
     """A model name longer than its column's width still leaves a space before the next
     column; the header and rule are as wide as the rows."""

@@ -144,7 +144,6 @@ def test_recipe_label_names_a_setting_the_run_left_unset(tmp_path, monkeypatch):
         assert report.recipe_of(json.load(f)) == ("reference", False, 2)
 
 
-
 def test_recipe_label_names_a_flag_newer_than_the_run():
     """A run made before a flag existed ran with the flag's default: where its recipe sets
     that flag today, the label says the run left it unset."""
@@ -155,6 +154,7 @@ def test_recipe_label_names_a_flag_newer_than_the_run():
     made = vars(flags.parse_args(["--recipe", "fast", "--loss", "xent"])[0])
     del made["center_crop"]  # fast leaves it at its default: nothing to say
     assert report.recipe_of(made) == ("fast", False, 5)
+
 
 def test_results_table_from_run_directories(tmp_path, monkeypatch):
     dirs = [
